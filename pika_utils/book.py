@@ -1,0 +1,180 @@
+"""The runner: a profile's parameters -> papermill runs of every chapter, in order -> Jupyter Book.
+
+The chapter list is read from ``_toc.yml`` (each ``book/chapters/NAME`` entry is executed from
+``notebooks/NAME.ipynb``), so the table of contents is the one place that says what the book holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from . import store
+
+REPO_ROOT = store.REPO_ROOT
+PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
+#: Files that make up the book's source besides the executed notebooks.
+BOOK_FILES = ("_config.yml", "_toc.yml", "book", "references.bib")
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's notebook raised: names the notebook, the cell and where the executed copy is."""
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(profile: str | Path) -> dict[str, Any]:
+    """A profile's parameters: a name from notebooks/profiles/ or a path to a YAML file."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no profile {str(profile)!r}: expected {path}; known profiles: {list_profiles()}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must be a mapping of parameter names to values")
+    return params
+
+
+def toc_chapters(root: Path = REPO_ROOT) -> list[str]:
+    """Chapter names in the order ``_toc.yml`` lists them under ``book/chapters/``."""
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str) and f.startswith("book/chapters/"):
+                names.append(Path(f).stem)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    return names
+
+
+def notebook_parameters(nb_path: Path) -> dict[str, Any]:
+    """The parameters a notebook declares in its cell tagged ``parameters``."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(nb_path))
+    if not params:
+        raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
+    return params
+
+
+def split_parameters(profile: Mapping[str, Any], notebooks: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each notebook's share of the profile; a key that no notebook accepts is an error."""
+    accepted = {name: notebook_parameters(p) for name, p in notebooks.items()}
+    unknown = sorted(set(profile) - set().union(*[set(a) for a in accepted.values()]))
+    if unknown:
+        raise ValueError(
+            f"profile key(s) {unknown} are not parameters of any chapter "
+            f"({', '.join(notebooks)}); check the spelling against the notebooks' 'parameters' cells"
+        )
+    return {name: {k: v for k, v in profile.items() if k in acc} for name, acc in accepted.items()}
+
+
+def execute_chapters(
+    profile: str | Path | Mapping[str, Any],
+    *,
+    chapters: Sequence[str] | None = None,
+    root: Path = REPO_ROOT,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run each chapter with papermill into ``root/book/chapters``; returns wall seconds per
+    chapter. A failing cell stops the run with an error naming the notebook and the cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
+    params.update(overrides or {})
+    names = list(chapters or toc_chapters(root))
+    sources = {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in names}
+    for n, p in sources.items():
+        if not p.exists():
+            raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
+    shares = split_parameters(params, sources)
+    out_dir = Path(root) / "book" / "chapters"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    for n in names:
+        dst = out_dir / f"{n}.ipynb"
+        print(f"[book] executing {sources[n].relative_to(REPO_ROOT)} -> {dst}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(sources[n]), str(dst), parameters=shares[n], kernel_name="python3",
+                progress_bar=progress, cwd=str(REPO_ROOT), language="python",
+            )
+        except PapermillExecutionError as e:
+            raise ChapterFailed(
+                f"chapter notebooks/{n}.ipynb failed in cell {e.cell_index} (execution count "
+                f"{e.exec_count}): {e.ename}: {e.evalue}\nThe executed copy with the traceback is {dst}"
+            ) from None
+        timings[n] = time.perf_counter() - t0
+        _stamp(dst, params, timings[n])
+        print(f"[book] {n}: {timings[n]:.1f} s", flush=True)
+    store.write_json(out_dir / "_timings.json", {"timings_s": timings, "params": params, "created": store.now_iso()})
+    return timings
+
+
+def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
+    """Record the profile, versions and wall time in the executed notebook's metadata."""
+    nb = json.loads(nb_path.read_text())
+    nb.setdefault("metadata", {})["pika"] = {
+        "parameters": dict(params), "versions": store.versions(), "wall_s": round(seconds, 1),
+        "executed": store.now_iso(),
+    }
+    store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def stage_book(root: Path) -> Path:
+    """Copy the book's hand-written sources into ``root`` (for a build outside the repository)."""
+    root = Path(root)
+    for name in BOOK_FILES:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("chapters"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    return root
+
+
+def build_book(root: Path = REPO_ROOT) -> Path:
+    """Render the book with Jupyter Book 1.x; returns the path of ``index.html``."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
+    print("[book] " + " ".join(cmd), flush=True)
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    index = Path(root) / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return index
+
+
+def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path = REPO_ROOT,
+              overrides: Mapping[str, Any] | None = None, build: bool = True) -> Path | None:
+    """The main job: execute every chapter for ``profile`` and render the book."""
+    root = Path(root)
+    if root.resolve() != REPO_ROOT.resolve():
+        stage_book(root)
+    t0 = time.perf_counter()
+    execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
+    index = build_book(root) if build else None
+    print(f"[book] done in {time.perf_counter() - t0:.0f} s" + (f": {index}" if index else ""), flush=True)
+    return index

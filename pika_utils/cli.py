@@ -1,0 +1,78 @@
+"""Command line: `pika book` runs the book for a profile; `pika rollouts` samples one model."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _book(args: argparse.Namespace) -> int:
+    from .book import ChapterFailed, make_book
+
+    overrides = {}
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    try:
+        make_book(args.profile, chapters=args.chapters, root=Path(args.root), overrides=overrides,
+                  build=not args.no_build)
+    except ChapterFailed as e:
+        print(f"[book] FAILED: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rollouts(args: argparse.Namespace) -> int:
+    from . import store
+    from .rollouts import SamplingConfig, run_rollouts
+
+    problems = store.read_parquet(args.problems)
+    cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
+                         max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
+                         seed=args.seed, chunk_size=args.chunk_size)
+    run = run_rollouts(problems, args.model, cfg, backend=args.backend, source=args.source,
+                       out_root=Path(args.out) if args.out else None, progress=not args.quiet)
+    print(json.dumps({"dir": str(run.dir), "rollouts": len(run.rollouts),
+                      "success_rate": float(run.summary["success_rate"].mean())}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pika", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("book", help="execute the chapters for a profile and render the book")
+    b.add_argument("--profile", default="workshop", help="smoke, workshop, paper, or a YAML file")
+    b.add_argument("--chapters", nargs="*", help="only these chapters (default: all in _toc.yml)")
+    b.add_argument("--root", default=str(Path(__file__).resolve().parent.parent), help="book root")
+    b.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="override one parameter (VALUE parsed as JSON when it can be)")
+    b.add_argument("--no-build", action="store_true", help="execute notebooks only")
+    b.set_defaults(func=_book)
+
+    r = sub.add_parser("rollouts", help="sample and grade K rollouts per problem (resumable)")
+    r.add_argument("--problems", required=True, help="Parquet file with problem_id, question, answer")
+    r.add_argument("--model", required=True)
+    r.add_argument("--k", type=int, default=8)
+    r.add_argument("--temperature", type=float, default=0.7)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--max-new-tokens", type=int, default=16)
+    r.add_argument("--prompt-suffix", default="")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--chunk-size", type=int, default=16)
+    r.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    r.add_argument("--source", default="auto", choices=["auto", "hub", "offline"])
+    r.add_argument("--out", help="folder for runs (default: data/runs/rollouts)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_rollouts)
+
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

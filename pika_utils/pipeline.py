@@ -1,0 +1,54 @@
+"""What a chapter calls: the problem set and the rollouts of a profile, computed once and
+reused by every later chapter through the content-keyed store."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from . import store, tasks
+from .rollouts import RolloutRun, SamplingConfig, run_rollouts
+
+
+def problem_set(sources: Mapping[str, Any] | Sequence[str], split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+                seed: int = 0, out_root: Path | None = None) -> pd.DataFrame:
+    """Load, validate and split the problems; write them once under a folder keyed by their
+    content, and return the table with its folder in ``df.attrs['dir']``."""
+    df = tasks.load_problems(sources, seed=seed)
+    df = tasks.make_splits(df, fractions=tuple(split_fractions), seed=seed)
+    key = store.stable_hash({"problems": df[["problem_id", "question", "answer", "split"]].to_dict(orient="list")})
+    out = Path(out_root or store.data_dir() / "problems") / key
+    tasks.write_problem_set(df, out)
+    df.attrs["dir"] = str(out)
+    return df
+
+
+def sampling_config(params: Mapping[str, Any]) -> SamplingConfig:
+    """A SamplingConfig from a chapter's parameters (names as in the profiles)."""
+    return SamplingConfig(
+        k=int(params["k"]), temperature=float(params["temperature"]), top_p=float(params["top_p"]),
+        max_new_tokens=int(params["max_new_tokens"]), prompt_suffix=params.get("prompt_suffix") or "",
+        system_prompt=params.get("system_prompt"), seed=int(params["seed"]),
+        chunk_size=int(params["chunk_size"]),
+    )
+
+
+def rollouts_for_models(problems: pd.DataFrame, models: Sequence[str], cfg: SamplingConfig, *,
+                        backend: str = "transformers", model_source: str = "auto",
+                        prices: Mapping | None = None) -> dict[str, RolloutRun]:
+    """Run (or reuse) every model's rollouts on the same problems and sampling settings."""
+    return {m: run_rollouts(problems, m, cfg, backend=backend, source=model_source,
+                            price_overrides=dict(prices or {})) for m in models}
+
+
+def combined_summary(runs: Mapping[str, RolloutRun]) -> pd.DataFrame:
+    return pd.concat([r.summary for r in runs.values()], ignore_index=True)
+
+
+def throughput(run: RolloutRun) -> dict[str, float]:
+    """Rollouts per second over the chunks this run generated (reads each chunk's sidecar)."""
+    secs = [store.read_json(p).get("seconds", 0.0) for p in sorted((run.dir / "chunks").glob("chunk-*.json"))]
+    total = float(sum(secs))
+    return {"model": run.model, "rollouts": len(run.rollouts), "seconds": total,
+            "rollouts_per_s": len(run.rollouts) / total if total else float("nan")}

@@ -1,0 +1,75 @@
+"""One figure style for the whole book: seaborn's whitegrid, one palette keyed by model, figure
+sizes that read well in Jupyter Book's column."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .metrics import pass_at_k
+
+WIDTH = 7.0
+
+
+def set_style() -> None:
+    """Apply the book's style; every notebook calls this once."""
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold",
+                         "figure.figsize": (WIDTH, 3.8)})
+
+
+def model_palette(models: Sequence[str]) -> dict[str, tuple]:
+    """The same colour for the same model in every figure."""
+    colours = sns.color_palette("colorblind", n_colors=max(len(models), 3))
+    return {m: colours[i] for i, m in enumerate(sorted(models))}
+
+
+def success_by_difficulty(summary: pd.DataFrame, ax=None):
+    """Mean success rate by designed difficulty level, one line per model, with 95% CIs."""
+    data = summary.dropna(subset=["difficulty"])
+    ax = ax or plt.subplots()[1]
+    sns.pointplot(data=data, x="difficulty", y="success_rate", hue="model",
+                  palette=model_palette(data["model"].unique()), errorbar=("ci", 95),
+                  dodge=0.3 if data["model"].nunique() > 1 else False, ax=ax)
+    ax.set(xlabel="difficulty level", ylabel="success rate", ylim=(-0.02, 1.02),
+           title="Success rate by difficulty level")
+    return ax
+
+
+def success_distribution(summary: pd.DataFrame):
+    """Histogram of per-problem success rates: the spread the probes need to learn from."""
+    g = sns.displot(data=summary, x="success_rate", hue="model", col="source", multiple="dodge",
+                    bins=np.linspace(0, 1, 11), palette=model_palette(summary["model"].unique()),
+                    height=2.8, aspect=1.0, facet_kws={"sharey": False})
+    g.set_axis_labels("success rate over K samples", "problems")
+    return g
+
+
+def pass_at_k_curves(summary: pd.DataFrame, ax=None):
+    """Mean unbiased pass@k against k (log scale), one line per model and source."""
+    rows = []
+    for (model, source), g in summary.groupby(["model", "source"]):
+        n = int(g["k"].iloc[0])
+        for k in range(1, n + 1):
+            rows.append({"model": model, "source": source, "k": k,
+                         "pass@k": float(np.mean([pass_at_k(n, c, k) for c in g["n_correct"]]))})
+    df = pd.DataFrame(rows)
+    ax = ax or plt.subplots()[1]
+    sns.lineplot(data=df, x="k", y="pass@k", hue="model", style="source", markers=True,
+                 palette=model_palette(df["model"].unique()), ax=ax)
+    ax.set(xscale="log", ylim=(-0.02, 1.02), title="pass@k")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
+    return ax
+
+
+def cost_bars(summary: pd.DataFrame, ax=None):
+    """Mean dollar cost per rollout and per problem (K rollouts), by model."""
+    df = summary.assign(cost_per_problem=summary["cost_per_rollout"] * summary["k"])
+    ax = ax or plt.subplots()[1]
+    sns.barplot(data=df, x="model", y="cost_per_problem", hue="model",
+                palette=model_palette(df["model"].unique()), errorbar=None, ax=ax)
+    ax.set(ylabel="$ per problem (K rollouts)", xlabel="", title="Cost per problem")
+    return ax

@@ -1,0 +1,35 @@
+"""How a problem becomes a prompt. Rollouts and activation extraction must see the very same
+prompt text, so both build it here."""
+from __future__ import annotations
+
+from typing import Sequence
+
+#: The paper's instruction for math problems.
+PAPER_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+#: Short direct answers, for small models on a CPU.
+DIRECT_SUFFIX = "Answer with only the final number."
+
+
+def user_message(question: str, suffix: str = "") -> str:
+    """The user's turn: the question, then the instruction suffix on its own line."""
+    question = question.strip()
+    return f"{question}\n{suffix.strip()}" if suffix.strip() else question
+
+
+def chat_prompt(tokenizer, question: str, suffix: str = "", system_prompt: str | None = None) -> str:
+    """The full prompt string after the chat template, ending with the generation prompt, so
+    the last tokens are the end-of-instruction tokens that the probes read."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template; "
+            "use an instruct model or set tokenizer.chat_template"
+        )
+    messages = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": user_message(question, suffix)})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def chat_prompts(tokenizer, questions: Sequence[str], suffix: str = "", system_prompt: str | None = None) -> list[str]:
+    return [chat_prompt(tokenizer, q, suffix, system_prompt) for q in questions]

@@ -1,0 +1,65 @@
+"""The runner and the book: profiles, papermill, Jupyter Book, for real on the smoke profile."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pika_utils import book
+
+NOTEBOOKS = sorted((book.REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
+    assert NOTEBOOKS
+    for p in NOTEBOOKS:
+        cells = json.loads(p.read_text())["cells"]
+        assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), p
+        assert any("parameters" in c["metadata"].get("tags", []) for c in cells), p
+
+
+def test_toc_chapters_exist_as_notebooks():
+    names = book.toc_chapters()
+    assert names and names[0] == "01_rollouts"
+    for n in names:
+        assert (book.REPO_ROOT / "notebooks" / f"{n}.ipynb").exists()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "workshop", "paper", "paper-k50"])
+def test_every_profile_key_is_a_chapter_parameter(profile):
+    params = book.load_profile(profile)
+    notebooks = {n: book.REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in book.toc_chapters()}
+    shares = book.split_parameters(params, notebooks)
+    assert set().union(*[set(s) for s in shares.values()]) == set(params)
+
+
+def test_unknown_profile_key_and_unknown_profile_are_named():
+    notebooks = {"01_rollouts": book.REPO_ROOT / "notebooks" / "01_rollouts.ipynb"}
+    with pytest.raises(ValueError, match=r"\['temprature'\] are not parameters of any chapter"):
+        book.split_parameters({"k": 2, "temprature": 0.5}, notebooks)
+    with pytest.raises(FileNotFoundError, match="no profile 'nope'.*smoke"):
+        book.load_profile("nope")
+
+
+def test_failing_cell_names_notebook_and_cell(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.stage_book(tmp_path)
+    params = {**book.load_profile("smoke"), "models": ["no-such-model"]}
+    with pytest.raises(book.ChapterFailed, match=r"notebooks/01_rollouts\.ipynb failed in cell \d+.*no-such-model"):
+        book.execute_chapters(params, root=tmp_path, progress=False)
+
+
+def test_smoke_book_end_to_end(tmp_path, monkeypatch):
+    """papermill runs every chapter on the smoke profile and Jupyter Book renders them."""
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    index = book.make_book("smoke", root=tmp_path)
+    assert index.exists()
+    for name in book.toc_chapters():
+        executed = json.loads((tmp_path / "book" / "chapters" / f"{name}.ipynb").read_text())
+        assert executed["metadata"]["pika"]["parameters"]["profile"] == "smoke"
+        assert executed["metadata"]["papermill"]["parameters"]["k"] == 4
+        html = (tmp_path / "_build" / "html" / "book" / "chapters" / f"{name}.html").read_text()
+        assert len(re.findall(r"<img [^>]*src=", html)) >= 3, f"{name} lacks its figures"
+        assert "<table" in html, f"{name} lacks a results table"
+    html = (tmp_path / "_build" / "html" / "book" / "chapters" / "01_rollouts.html").read_text()
+    assert "success_rate" in html and "Smoke profile" in html
