@@ -7,7 +7,7 @@ from typing import Sequence
 #: The paper's instruction for math problems.
 PAPER_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 #: Short direct answers, for small models on a CPU.
-DIRECT_SUFFIX = "Answer with only the final number."
+DIRECT_SUFFIX = "Reply with just the number."
 
 
 def user_message(question: str, suffix: str = "") -> str:

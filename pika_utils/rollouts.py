@@ -81,10 +81,11 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, lm) -> None:
+    def __init__(self, lm, shared_prefill: bool = True) -> None:
         self.lm = lm
         self.tokenizer = lm.tokenizer
         self.model = lm.model
+        self.shared_prefill = shared_prefill
 
     def identity(self) -> dict:
         return {"backend": self.name, "model": self.lm.name, "weights_sha256": self.lm.weights_sha256,
@@ -94,22 +95,39 @@ class TransformersBackend:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
     def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]:
+        """K samples per prompt. With ``shared_prefill`` each prompt is prefilled once and its
+        key-value cache copied K times, instead of prefilling K identical copies."""
         import torch
+        from transformers import DynamicCache
 
         tok = self.tokenizer
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         eos_ids = _eos_ids(self.model, tok)
-        torch.manual_seed(seed)
         sample = cfg.temperature > 0
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=cfg.max_new_tokens, do_sample=sample, num_return_sequences=cfg.k,
+            max_new_tokens=cfg.max_new_tokens, do_sample=sample,
             pad_token_id=tok.pad_token_id, eos_token_id=eos_ids,
         )
         if sample:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            if self.shared_prefill and cfg.k > 1 and ids.shape[1] > 1:
+                # prefill all but the last prompt token once, then repeat the cache K times;
+                # generate() processes only the uncached last token onwards
+                cache = DynamicCache(config=self.model.config)
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                           past_key_values=cache, use_cache=True)
+                cache.batch_repeat_interleave(cfg.k)
+                torch.manual_seed(seed)
+                out = self.model.generate(input_ids=ids.repeat_interleave(cfg.k, 0),
+                                          attention_mask=mask.repeat_interleave(cfg.k, 0),
+                                          past_key_values=cache, **kwargs)
+            else:
+                torch.manual_seed(seed)
+                out = self.model.generate(**enc, num_return_sequences=cfg.k, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].cpu().numpy()
         results: list[list[Completion]] = []
         for i in range(len(prompts)):

@@ -135,3 +135,22 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     clean = store.read_parquet(next((tmp_path / "clean").glob("*/rollouts.parquet")))
     assert len(killed) == 120 and not killed.duplicated(["problem_id", "sample"]).any()
     pd.testing.assert_frame_equal(killed, clean)
+
+
+def test_shared_prefill_gives_the_same_greedy_outputs_as_plain_generate():
+    """Prefilling each prompt once and copying its cache K times must not change what the
+    model generates: compared greedily, row by row, against one plain generate per prompt."""
+    from pika_utils.models import load_model
+    from pika_utils.prompts import chat_prompts
+    from pika_utils.rollouts import TransformersBackend
+
+    lm = load_model(MODEL, source="offline")
+    prompts = chat_prompts(lm.tokenizer, ["What is 2 + 2?", "A much longer question, padded less: 17 * 3 - 4 = ?", "Hi"])
+    greedy = SamplingConfig(k=1, temperature=0.0, max_new_tokens=10)
+    plain = TransformersBackend(lm, shared_prefill=False).generate(prompts, greedy, 0)
+    object.__setattr__(greedy, "k", 3)  # greedy with K copies: every copy must equal the plain one
+    shared = TransformersBackend(lm, shared_prefill=True).generate(prompts, greedy, 0)
+    for p, s in zip(plain, shared):
+        assert len(s) == 3
+        for c in s:
+            assert (c.text, c.output_tokens, c.finish_reason) == (p[0].text, p[0].output_tokens, p[0].finish_reason)
