@@ -1,0 +1,272 @@
+"""Residual-stream activations at the end-of-instruction tokens, read with nnsight.
+
+The end-of-instruction (EOI) tokens are the ones the chat template adds after the user's text,
+with the generation prompt: the model's state there is what it "knows" before it writes. We
+read the embeddings and every decoder block's output at those positions, stop the forward after
+the last layer we need (the final norm and lm_head are never computed), and store the result in
+safetensors chunks keyed by everything that determines them, so memory is bounded by one batch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import store
+from .prompts import chat_prompts
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def eoi_token_count(tokenizer, suffix: str = "", system_prompt: str | None = None) -> int:
+    """How many tokens the chat template puts after the user's text, found by rendering a
+    probe message and locating where its text ends in the token offsets."""
+    marker = "zq marker zq"
+    prompt = chat_prompts(tokenizer, [marker], suffix, system_prompt)[0]
+    end = prompt.rfind(marker) + len(marker)
+    if suffix.strip():
+        end = prompt.rfind(suffix.strip()) + len(suffix.strip())
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    after = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s >= end]
+    if not after:
+        raise ValueError("the chat template adds no tokens after the user's text; there is no "
+                         "end-of-instruction position to read")
+    return len(enc["input_ids"]) - after[0]
+
+
+def eoi_tokens(tokenizer, suffix: str = "", system_prompt: str | None = None) -> list[str]:
+    """The end-of-instruction tokens themselves, for showing the reader what is read."""
+    n = eoi_token_count(tokenizer, suffix, system_prompt)
+    ids = tokenizer(chat_prompts(tokenizer, ["x"], suffix, system_prompt)[0], add_special_tokens=False)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids[-n:])
+
+
+def decoder_layers(model) -> Sequence[torch.nn.Module]:
+    """The decoder blocks of a causal LM (Llama, Qwen2, Mistral, GPT-NeoX style)."""
+    base = getattr(model, "model", None) or getattr(model, "transformer", None)
+    for name in ("layers", "h"):
+        if base is not None and hasattr(base, name):
+            return getattr(base, name)
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def left_padded_batch(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and mask-derived position ids for a left-padded batch, so every
+    prompt's tokens sit at the positions they would have alone."""
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    if max_length is not None:
+        too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
+        if too_long:
+            raise ValueError(f"prompt(s) {too_long[:5]} are longer ({max(len(ids[i]) for i in too_long)} tokens) "
+                             f"than the model's context of {max_length} tokens; shorten or drop them")
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, width - len(x):] = torch.tensor(x)
+        mask[i, width - len(x):] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """What is read: which layers (0 = embeddings, i = output of block i-1), how many EOI
+    positions, the storage dtype and the batch size."""
+
+    layers: tuple[int, ...] | None = None  # None: all, embeddings included
+    n_positions: int | None = None  # None: every EOI token
+    dtype: str = "float32"
+    batch_size: int = 16
+    token_layers: tuple[int, ...] = ()  # also keep every prompt token at these layers (pooled probes)
+    remote: bool = False  # run on NDIF (nnsight's remote execution) for very large models
+
+
+class NNsightExtractor:
+    """Reads EOI activations from one loaded model with nnsight, batch by batch."""
+
+    def __init__(self, lm, remote: bool = False) -> None:
+        from nnsight import TransformersModel
+
+        self.lm = lm
+        self.remote = remote
+        self.n_layers = len(decoder_layers(lm.model))
+        self.nn = TransformersModel(lm.model, tokenizer=lm.tokenizer, task="text-generation")
+
+    def extract(self, prompts: Sequence[str], layers: Sequence[int], n_positions: int,
+                token_layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+        """``eoi``: (batch, len(layers), n_positions, d_model) float32; with ``token_layers``
+        also ``tokens``: (batch, len(token_layers), width, d_model) over the whole (left-padded)
+        prompt and its ``mask``."""
+        m = self.lm.model
+        batch = left_padded_batch(self.lm.tokenizer, prompts, getattr(m.config, "max_position_embeddings", None))
+        wanted = sorted(set(layers) | set(token_layers))
+        if wanted[0] < 0 or wanted[-1] > self.n_layers:
+            raise ValueError(f"layers must be in 0..{self.n_layers}, got {wanted}")
+        base = self.nn.model if hasattr(self.nn, "model") else self.nn.transformer
+        blocks = base.layers if hasattr(base, "layers") else base.h
+        embed = base.embed_tokens if hasattr(base, "embed_tokens") else base.wte
+        eoi: dict[int, object] = {}
+        full: dict[int, object] = {}
+        with torch.inference_mode(), self.nn.trace(dict(batch), remote=self.remote) as tracer:
+            for layer in wanted:  # modules are read in execution order
+                out = embed.output if layer == 0 else blocks[layer - 1].output
+                out = out[0] if isinstance(out, tuple) else out  # transformers 5: a tensor
+                if layer in layers:
+                    eoi[layer] = out[:, -n_positions:, :].save()
+                if layer in token_layers:
+                    full[layer] = out.save()
+            tracer.stop()  # later blocks, the final norm and lm_head are never computed
+        result = {"eoi": torch.stack([_value(eoi[x]).float().cpu() for x in layers], dim=1)}
+        if token_layers:
+            result["tokens"] = torch.stack([_value(full[x]).float().cpu() for x in token_layers], dim=1)
+            result["mask"] = batch["attention_mask"].to(torch.uint8)
+        return result
+
+
+def _value(x):
+    return x.value if hasattr(x, "value") else x
+
+
+def hidden_states_reference(lm, prompts: Sequence[str], layers: Sequence[int], n_positions: int) -> torch.Tensor:
+    """The same activations from ``output_hidden_states=True`` (a full forward), for checking."""
+    batch = left_padded_batch(lm.tokenizer, prompts)
+    with torch.inference_mode():
+        out = lm.model(**{k: v.to(lm.model.device) for k, v in batch.items()}, output_hidden_states=True)
+    return torch.stack([out.hidden_states[layer][:, -n_positions:, :].float().cpu() for layer in layers], dim=1)
+
+
+@dataclass
+class ActivationSet:
+    """Stored activations: metadata, the problem ids in row order, and lazy access by layer."""
+
+    dir: Path
+    meta: dict
+
+    @property
+    def problem_ids(self) -> list[str]:
+        return list(self.meta["problem_ids"])
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.meta["layers"])
+
+    def rows_for(self, problem_ids: Sequence[str], model: str | None = None) -> np.ndarray:
+        """Row indices of ``problem_ids`` in this set; an error if the activations come from
+        another model or lack some of the labelled problems."""
+        if model is not None and model != self.meta["model"]:
+            raise ValueError(f"activations in {self.dir} are from model {self.meta['model']!r}, "
+                             f"but the labels are for {model!r}")
+        index = {pid: i for i, pid in enumerate(self.meta["problem_ids"])}
+        missing = [p for p in problem_ids if p not in index]
+        if missing:
+            raise ValueError(f"{len(missing)} labelled problem(s) have no activations in {self.dir} "
+                             f"(e.g. {missing[:3]}): the activations were extracted for another prompt set")
+        return np.array([index[p] for p in problem_ids], dtype=int)
+
+    def _chunks(self) -> list[Path]:
+        return [self.dir / f"acts-{i:05d}.safetensors" for i in range(self.meta["n_chunks"])]
+
+    def layer(self, layer: int, position: int = -1) -> np.ndarray:
+        """(N, d_model) float32 array for one layer and one EOI position (-1: the last token)."""
+        from safetensors import safe_open
+
+        li = self.layers.index(layer)
+        parts = []
+        for path in self._chunks():
+            with safe_open(str(path), framework="pt") as f:
+                parts.append(f.get_slice("eoi")[:, li, position, :].float().numpy())
+        return np.concatenate(parts)
+
+    def tokens(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every prompt token at one of the ``token_layers``: (N, T_max, d) left-padded, and the
+        (N, T_max) mask of real tokens."""
+        from safetensors import safe_open
+
+        if layer not in self.meta.get("token_layers", []):
+            raise ValueError(f"layer {layer} was not extracted over all tokens; token_layers={self.meta.get('token_layers')}")
+        li = self.meta["token_layers"].index(layer)
+        xs, ms = [], []
+        for path in self._chunks():
+            with safe_open(str(path), framework="pt") as f:
+                xs.append(f.get_slice("tokens")[:, li, :, :].float().numpy())
+                ms.append(f.get_tensor("mask").numpy().astype(bool))
+        width = max(x.shape[1] for x in xs)
+        X = np.zeros((sum(len(x) for x in xs), width, xs[0].shape[-1]), dtype=np.float32)
+        M = np.zeros(X.shape[:2], dtype=bool)
+        row = 0
+        for x, m in zip(xs, ms):  # left padding: align every chunk on the right
+            X[row:row + len(x), width - x.shape[1]:] = x
+            M[row:row + len(x), width - x.shape[1]:] = m
+            row += len(x)
+        return X, M
+
+    def all(self) -> np.ndarray:
+        """(N, layers, positions, d_model): everything, for small sets."""
+        from safetensors.torch import load_file
+
+        return np.concatenate([load_file(str(p))["eoi"].float().numpy() for p in self._chunks()])
+
+
+def extract_activations(
+    problems: pd.DataFrame,
+    lm,
+    *,
+    prompt_suffix: str = "",
+    system_prompt: str | None = None,
+    cfg: ExtractionConfig = ExtractionConfig(),
+    out_root: Path | None = None,
+    progress: bool = True,
+) -> ActivationSet:
+    """Extract (or reuse) EOI activations for every problem, in problem_id order, chunk by chunk."""
+    if problems["problem_id"].duplicated().any():
+        raise ValueError("duplicate problem_id in the problems table")
+    problems = problems.sort_values("problem_id").reset_index(drop=True)
+    extractor = NNsightExtractor(lm, remote=cfg.remote)
+    n_layers = extractor.n_layers
+    layers = list(range(n_layers + 1)) if cfg.layers is None else [int(x) for x in cfg.layers]
+    n_eoi = eoi_token_count(lm.tokenizer, prompt_suffix, system_prompt)
+    n_pos = n_eoi if cfg.n_positions is None else min(int(cfg.n_positions), n_eoi)
+    prompts = chat_prompts(lm.tokenizer, problems["question"].tolist(), prompt_suffix, system_prompt)
+    key_obj = {
+        "model": lm.name, "weights_sha256": lm.weights_sha256, "prompts": store.stable_hash(prompts),
+        "layers": layers, "n_positions": n_pos, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
+        "token_layers": [int(x) for x in cfg.token_layers],
+    }
+    key = store.stable_hash(key_obj)
+    out = Path(out_root or store.data_dir() / "activations") / f"{lm.name}-{key}"
+    n_chunks = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
+    meta = {
+        **key_obj, "key": key, "problem_ids": problems["problem_id"].tolist(), "n_chunks": n_chunks,
+        "positions": list(range(-n_pos, 0)), "eoi_tokens": eoi_tokens(lm.tokenizer, prompt_suffix, system_prompt)[-n_pos:],
+        "shape": [len(prompts), len(layers), n_pos, int(lm.model.config.hidden_size)],
+        "layer_names": ["embeddings" if x == 0 else f"block {x - 1} output" for x in layers],
+        "model_info": lm.info(), "versions": store.versions(), "prompt_suffix": prompt_suffix,
+    }
+    if (out / "meta.json").exists():
+        return ActivationSet(out, store.read_json(out / "meta.json"))
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    dtype = _DTYPES[cfg.dtype]
+    for c in tqdm(range(n_chunks), desc=f"activations {lm.name}", disable=not progress):
+        path = out / f"acts-{c:05d}.safetensors"
+        if path.exists():
+            continue
+        batch = prompts[c * cfg.batch_size:(c + 1) * cfg.batch_size]
+        got = extractor.extract(batch, layers, n_pos, cfg.token_layers)
+        tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in got.items()}
+        tmp = path.with_name(f".{path.name}.tmp")
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={"key": key, "chunk": str(c)})
+        tmp.replace(path)
+    store.write_json(out / "meta.json", meta)  # written last: marks the set complete
+    return ActivationSet(out, meta)

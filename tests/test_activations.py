@@ -1,0 +1,93 @@
+"""nnsight extraction, for real, on the smoke profile's tiny local model."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pika_utils import activations as A
+from pika_utils.models import load_model
+from pika_utils.prompts import chat_prompts
+
+SUFFIX = "Reply with just the number."
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-random-llama", source="offline")
+
+
+def test_eoi_tokens_are_the_template_tokens_after_the_user_text(lm):
+    toks = A.eoi_tokens(lm.tokenizer, SUFFIX)
+    assert "<|assistant|>" in toks and "<|end|>" in toks
+    prompt = chat_prompts(lm.tokenizer, ["What is 1 + 1?"], SUFFIX)[0]
+    ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    n = A.eoi_token_count(lm.tokenizer, SUFFIX)
+    assert lm.tokenizer.decode(ids[-n:]) == prompt[prompt.rfind(SUFFIX) + len(SUFFIX):]
+
+
+def test_extraction_equals_output_hidden_states(lm):
+    ex = A.NNsightExtractor(lm)
+    L = ex.n_layers
+    prompts = chat_prompts(lm.tokenizer, ["What is 2 + 2?", "A much longer question about 17 * 3 - 4 and more?", "Hi"], SUFFIX)
+    n = A.eoi_token_count(lm.tokenizer, SUFFIX)
+    ours = ex.extract(prompts, list(range(L + 1)), n)["eoi"]
+    ref = A.hidden_states_reference(lm, prompts, list(range(L + 1)), n)
+    assert ours.shape == (3, L + 1, n, lm.model.config.hidden_size)
+    # embeddings and every block's output but the last are equal
+    torch.testing.assert_close(ours[:, :L], ref[:, :L], rtol=0, atol=1e-6)
+    # hidden_states[L] is after the final norm; ours is the residual stream before it
+    assert not torch.allclose(ours[:, L], ref[:, L])
+    with torch.inference_mode():
+        torch.testing.assert_close(lm.model.model.norm(ours[:, L]), ref[:, L], rtol=1e-5, atol=1e-5)
+
+
+def test_left_padding_does_not_change_the_vectors(lm):
+    ex = A.NNsightExtractor(lm)
+    layers = list(range(ex.n_layers + 1))
+    target = chat_prompts(lm.tokenizer, ["What is 12 + 30?"], SUFFIX)
+    others = chat_prompts(lm.tokenizer, ["Hi", "A considerably longer prompt, with many more tokens than the target has, so it pads."], SUFFIX)
+    alone = ex.extract(target, layers, 4)["eoi"][0]
+    for batch in (others[:1] + target, target + others, others + target):
+        inside = ex.extract(batch, layers, 4)["eoi"][batch.index(target[0])]
+        torch.testing.assert_close(inside, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_trace_stops_before_the_final_norm_and_lm_head(lm):
+    calls = []
+    hooks = [lm.model.lm_head.register_forward_hook(lambda *a: calls.append("lm_head")),
+             lm.model.model.norm.register_forward_hook(lambda *a: calls.append("norm"))]
+    try:
+        A.NNsightExtractor(lm).extract(chat_prompts(lm.tokenizer, ["2+2?"]), [0, 1, 2], 2)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == []
+
+
+def test_extract_activations_store_cache_and_alignment(lm, tmp_path):
+    problems = pd.DataFrame({"problem_id": [f"p{i}" for i in range(7)],
+                             "question": [f"What is {i} * {i + 3}?" + " and" * i for i in range(7)]})
+    cfg = A.ExtractionConfig(batch_size=3, token_layers=(1,))
+    s = A.extract_activations(problems, lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
+    assert s.meta["n_chunks"] == 3 and s.meta["shape"][0] == 7 and s.meta["dtype"] == "float32"
+    assert s.meta["model_info"]["weights_sha256"] == lm.weights_sha256 and s.meta["versions"]["nnsight"]
+    X = s.layer(2, -1)
+    assert X.shape == (7, lm.model.config.hidden_size) and np.isfinite(X).all()
+    ref = A.hidden_states_reference(lm, chat_prompts(lm.tokenizer, problems["question"], SUFFIX), [2], 1)
+    np.testing.assert_allclose(X, ref[:, 0, -1].numpy(), atol=1e-5)
+    T, M = s.tokens(1)
+    assert T.shape[:2] == M.shape and M.sum(1).min() > 0
+    mtime = (s.dir / "meta.json").stat().st_mtime_ns
+    again = A.extract_activations(problems.iloc[::-1], lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
+    assert again.dir == s.dir and (again.dir / "meta.json").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(s.rows_for(["p3", "p0"], model=lm.name), [3, 0])
+    with pytest.raises(ValueError, match="from model 'tiny-random-llama', but the labels are for 'other'"):
+        s.rows_for(["p0"], model="other")
+    with pytest.raises(ValueError, match="no activations.*another prompt set"):
+        s.rows_for(["p0", "zzz"])
+
+
+def test_prompt_longer_than_the_context_is_an_error(lm):
+    ctx = lm.model.config.max_position_embeddings
+    with pytest.raises(ValueError, match=f"longer .* than the model's context of {ctx} tokens"):
+        A.left_padded_batch(lm.tokenizer, ["x " * (ctx + 10)], ctx)
