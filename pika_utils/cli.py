@@ -1,4 +1,5 @@
-"""Command line: `pika book` runs the book for a profile; `pika rollouts` samples one model."""
+"""Command line: `pika book` runs the book for a profile; `pika rollouts` samples one model;
+`pika label` scores new questions with a saved probe."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,24 @@ def _rollouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
+    from . import store
+    from .probe_protocol import predict_texts
+
+    table = store.read_parquet(args.problems) if args.problems.endswith(".parquet") else None
+    if table is None:
+        import pandas as pd
+        table = pd.read_json(args.problems, lines=args.problems.endswith(".jsonl"))
+    if args.column not in table:
+        raise SystemExit(f"{args.problems} has no column {args.column!r}; columns: {list(table.columns)}")
+    scored = predict_texts(args.probe, table[args.column].astype(str).tolist(), batch_size=args.batch_size)
+    out = table.assign(**{f"probe_{c}": scored[c].to_numpy() for c in scored.columns if c != "question"})
+    path = store.write_if_absent(args.out, out)
+    print(f"wrote {len(out)} rows to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pika", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -69,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="folder for runs (default: data/runs/rollouts)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_rollouts)
+
+    lab = sub.add_parser("label", help="score questions with a saved probe (writes a new file)")
+    lab.add_argument("--probe", required=True, help="folder with probe.safetensors + probe.json")
+    lab.add_argument("--problems", required=True, help="Parquet, JSON or JSONL table of questions")
+    lab.add_argument("--column", default="question")
+    lab.add_argument("--out", required=True, help="output Parquet file (never overwritten)")
+    lab.add_argument("--batch-size", type=int, default=16)
+    lab.set_defaults(func=_label)
 
     args = p.parse_args(argv)
     return args.func(args)

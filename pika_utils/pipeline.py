@@ -52,3 +52,30 @@ def throughput(run: RolloutRun) -> dict[str, float]:
     total = float(sum(secs))
     return {"model": run.model, "rollouts": len(run.rollouts), "seconds": total,
             "rollouts_per_s": len(run.rollouts) / total if total else float("nan")}
+
+
+def rollout_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, RolloutRun], pd.DataFrame]:
+    """Chapter 1's outputs from its parameters: the problems, each model's run and the combined
+    per-problem summary (computed once, then read back from the store)."""
+    problems = problem_set(params["problem_sources"], split_fractions=params["split_fractions"], seed=params["seed"])
+    runs = rollouts_for_models(problems, params["models"], sampling_config(params), backend=params["backend"],
+                               model_source=params["model_source"], prices=params.get("prices"))
+    return problems, runs, combined_summary(runs)
+
+
+def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any]):
+    """EOI activations (and, for pooled probes, every prompt token at ``token_layers``) of
+    ``model`` on the problems, with the same prompt the rollouts used."""
+    from .activations import ExtractionConfig, extract_activations
+    from .models import load_model
+
+    lm = load_model(model, source=params["model_source"])
+    n_layers = int(lm.model.config.num_hidden_layers)
+    # pooled probes read every prompt token at layers given as fractions of the depth, so one
+    # profile fits models of different depths
+    token_layers = sorted({int(round(f * n_layers)) for f in params.get("token_layer_fracs") or ()})
+    cfg = ExtractionConfig(layers=params.get("extract_layers"), dtype=params.get("extract_dtype", "float32"),
+                           batch_size=int(params.get("extract_batch_size", 16)), token_layers=tuple(token_layers),
+                           remote=bool(params.get("ndif_remote", False)))
+    return lm, extract_activations(problems, lm, prompt_suffix=params.get("prompt_suffix") or "",
+                                   system_prompt=params.get("system_prompt"), cfg=cfg)

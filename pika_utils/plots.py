@@ -73,3 +73,48 @@ def cost_bars(summary: pd.DataFrame, ax=None):
                 palette=model_palette(df["model"].unique()), errorbar=None, ax=ax)
     ax.set(ylabel="$ per problem (K rollouts)", xlabel="", title="Cost per problem")
     return ax
+
+
+def layer_curves(curves: pd.DataFrame, baselines: pd.DataFrame | None = None):
+    """Best validation score per layer (over alpha and EOI position), one panel per target and
+    a line per model; surface baselines as dashed horizontal lines."""
+    g = sns.relplot(data=curves, x="layer", y="val_score", hue="model", col="target", kind="line",
+                    marker="o", markersize=3, palette=model_palette(curves["model"].unique()),
+                    facet_kws={"sharex": False, "sharey": False}, height=3.2, aspect=1.25)
+    if baselines is not None:
+        pal = model_palette(curves["model"].unique())
+        for target, ax in g.axes_dict.items():
+            for row in baselines[baselines["target"] == target].itertuples():
+                ax.axhline(row.val_score, ls="--" if row.method == "tfidf" else ":", lw=1, color=pal.get(row.model))
+    g.set_axis_labels("layer (0 = embeddings)", "validation score")
+    return g
+
+
+def reliability_diagram(y, probs: dict[str, np.ndarray], n_bins: int = 10, ax=None):
+    """Observed frequency against predicted probability per bin, for each set of probabilities."""
+    ax = ax or plt.subplots(figsize=(4.2, 4.0))[1]
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    y = np.asarray(y, dtype=float)
+    for name, p in probs.items():
+        p = np.asarray(p, dtype=float)
+        bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+        xs = [p[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        ys = [y[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def metric_with_intervals(table: pd.DataFrame, x: str = "test", y: str = "method", hue: str = "model", ax=None):
+    """Point estimates with 95% bootstrap intervals as horizontal error bars."""
+    ax = ax or plt.subplots(figsize=(WIDTH, 0.5 + 0.35 * len(table)))[1]
+    labels = [f"{r[hue]} | {r[y]}" for _, r in table.iterrows()]
+    pos = np.arange(len(table))
+    pal = model_palette(table[hue].unique())
+    ax.errorbar(table[x], pos, xerr=[table[x] - table["ci_low"], table["ci_high"] - table[x]], fmt="none",
+                ecolor="grey", capsize=3)
+    ax.scatter(table[x], pos, c=[pal[m] for m in table[hue]], zorder=3)
+    ax.set_yticks(pos, labels)
+    ax.invert_yaxis()
+    return ax

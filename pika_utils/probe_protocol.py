@@ -1,0 +1,227 @@
+"""The paper's probing protocol, applied the same way to activations and to surface baselines:
+sweep layers, positions and alpha on validation, refit the best, calibrate on validation, and
+report test metrics with bootstrap intervals and paired differences."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .metrics import auroc, bootstrap_ci, brier, ece, spearman
+from .probes import ALPHAS, LinearProbe, PlattScaler, check_labels, load_probe, probe_metric, save_probe, sweep
+
+#: target column -> probe task
+TARGETS: dict[str, str] = {"success_rate": "regression", "maj_correct": "classification", "difficulty": "regression"}
+METRIC_NAMES = {"regression": "Spearman", "classification": "AUROC"}
+
+
+@dataclass
+class ProbeReport:
+    """One probe (or baseline) on one target: its sweep, its choice, its test predictions and
+    metrics with 95% bootstrap intervals."""
+
+    name: str
+    target: str
+    task: str
+    sweep: pd.DataFrame
+    best: dict
+    test: pd.DataFrame  # problem_id, y, score (+ prob, prob_platt for binary targets)
+    metrics: dict
+    coef: np.ndarray = field(repr=False, default=None)
+    platt: tuple[float, float] | None = None
+
+    def row(self) -> dict:
+        m = self.metrics
+        return {"method": self.name, "target": self.target, "metric": METRIC_NAMES[self.task],
+                "test": m["test"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n_test": m["n_test"],
+                "layer": self.best.get("layer"), "position": self.best.get("position"), "alpha": self.best.get("alpha")}
+
+
+def split_indices(labels: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row indices of the train, val and test splits; an error if validation is too small."""
+    out = {s: np.flatnonzero(labels["split"].to_numpy() == s) for s in ("train", "val", "test")}
+    for s, idx in out.items():
+        if len(idx) < 2:
+            raise ValueError(f"the {s} split has {len(idx)} example(s); at least 2 are needed")
+    return out
+
+
+def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: Sequence[int],
+                 positions: Sequence[int], labels: pd.DataFrame, target: str, *,
+                 alphas: Sequence[float] = ALPHAS, n_boot: int = 1000, seed: int = 0) -> ProbeReport:
+    """Sweep on validation, refit the chosen cell on train, Platt-scale on validation, test."""
+    task = TARGETS[target]
+    if target not in labels:
+        raise ValueError(f"labels lack the target column {target!r}")
+    y = check_labels(labels[target].to_numpy(dtype=float), task, f"{target} labels")
+    idx = split_indices(labels)
+    res = sweep(features, layers, positions, y, idx["train"], idx["val"], task, alphas)
+    b = res.best
+    X = features(b["layer"], b["position"])
+    probe = LinearProbe(task, b["alpha"]).fit(X[idx["train"]], y[idx["train"]])
+    s_val, s_test = probe.decision_function(X[idx["val"]]), probe.decision_function(X[idx["test"]])
+    y_test = y[idx["test"]]
+    test = pd.DataFrame({"problem_id": labels["problem_id"].to_numpy()[idx["test"]], "y": y_test, "score": s_test})
+    metric = probe_metric(task)
+    point, lo, hi = bootstrap_ci(metric, y_test, s_test, n_boot=n_boot, seed=seed)
+    metrics = {"test": point, "ci_low": lo, "ci_high": hi, "n_test": len(y_test), "val": b["val_score"]}
+    platt = None
+    if task == "classification":
+        scaler = PlattScaler().fit(s_val, y[idx["val"]])
+        platt = (scaler.a_, scaler.b_)
+        test["prob"] = 1 / (1 + np.exp(-s_test))
+        test["prob_platt"] = scaler.transform(s_test)
+        metrics.update(ece_raw=ece(y_test, test["prob"]), ece_platt=ece(y_test, test["prob_platt"]),
+                       brier_raw=brier(y_test, test["prob"]), brier_platt=brier(y_test, test["prob_platt"]))
+    return ProbeReport(name, target, task, res.table, b, test, metrics, probe.coef_, platt)
+
+
+def eoi_probe(acts, labels: pd.DataFrame, target: str, *, model: str | None = None,
+              layers: Sequence[int] | None = None, positions: Sequence[int] | None = None, **kw) -> ProbeReport:
+    """The linear probe on end-of-instruction activations, over every layer and EOI position."""
+    rows = acts.rows_for(labels["problem_id"].tolist(), model=model)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def features(layer: int, pos: int) -> np.ndarray:
+        if (layer, pos) not in cache:
+            cache[(layer, pos)] = acts.layer(layer, pos)[rows]
+        return cache[(layer, pos)]
+
+    return run_protocol("probe", features, layers or acts.layers, positions or acts.meta["positions"],
+                        labels, target, **kw)
+
+
+def tfidf_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
+    """TF-IDF of the question (vocabulary fitted on the training split only), same protocol."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train = labels["split"].to_numpy() == "train"
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True).fit(labels.loc[train, "question"])
+    X = vec.transform(labels["question"]).toarray()
+    return run_protocol("tfidf", lambda layer, pos: X, [0], [0], labels, target, **kw)
+
+
+def length_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
+    """Prompt length in tokens (standardised, with its sign learnt), same protocol."""
+    n = labels["prompt_tokens"].to_numpy(dtype=float)
+    X = ((n - n.mean()) / (n.std() or 1.0))[:, None]
+    return run_protocol("length", lambda layer, pos: X, [0], [0], labels, target, **kw)
+
+
+def paired_bootstrap(y, score_a, score_b, metric: Callable, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """metric(a) - metric(b) on the same test problems, with a percentile interval from
+    resampling problems jointly (so both methods see the same resample)."""
+    y, a, b = (np.asarray(v, dtype=float) for v in (y, score_a, score_b))
+    return bootstrap_ci(lambda yy, aa, bb: metric(yy, aa) - metric(yy, bb), y, a, b, n_boot=n_boot, seed=seed)
+
+
+def compare(reports: Sequence[ProbeReport], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per method with its test metric and interval, and the paired difference of the
+    first (the probe) minus each other on the same test problems."""
+    first = reports[0]
+    rows = []
+    for r in reports:
+        row = r.row()
+        if r is not first:
+            merged = first.test.merge(r.test, on="problem_id", suffixes=("_a", "_b"))
+            d, lo, hi = paired_bootstrap(merged["y_a"], merged["score_a"], merged["score_b"],
+                                         probe_metric(first.task), n_boot, seed)
+            row.update({"probe_minus": d, "diff_low": lo, "diff_high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def labels_table(summary: pd.DataFrame, problems: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One row per problem for ``model``: the three targets, split, source and question."""
+    s = summary[summary["model"] == model]
+    if s.empty:
+        raise ValueError(f"no rollouts for model {model!r} in the summary (models: {sorted(summary['model'].unique())})")
+    cols = ["problem_id", "success_rate", "maj_correct", "prompt_tokens"]
+    out = s[cols].merge(problems[["problem_id", "question", "source", "difficulty", "split"]], on="problem_id")
+    out["maj_correct"] = out["maj_correct"].astype(float)
+    return out.sort_values("problem_id").reset_index(drop=True)
+
+
+def transfer(acts, labels: pd.DataFrame, target: str, train_source: str, test_source: str, *,
+             model: str | None = None, **kw) -> ProbeReport:
+    """Train (and select) on one source, test on another's test split: the question the paper
+    leaves open. Training uses the train and val splits of ``train_source``; its test split is
+    not used."""
+    a = labels[labels["source"] == train_source]
+    b = labels[(labels["source"] == test_source) & (labels["split"] == "test")]
+    if a.empty or b.empty:
+        raise ValueError(f"no problems for transfer {train_source!r} -> {test_source!r}")
+    lab = pd.concat([a[a["split"] != "test"], b], ignore_index=True)
+    rep = eoi_probe(acts, lab, target, model=model, **kw)
+    rep.name = f"probe {train_source} -> {test_source}"
+    return rep
+
+
+# --------------------------------------------------------------------------------------------
+# A probe a user keeps: saved without pickle, applied to new texts
+
+
+def save_trained_probe(path: str | Path, report: ProbeReport, acts, *, prompt_suffix: str,
+                       system_prompt: str | None = None, labels: pd.DataFrame | None = None) -> Path:
+    """Save a fitted EOI probe with everything needed to apply it to new prompts."""
+    info = {
+        "target": report.target, "task": report.task, "layer": int(report.best["layer"]),
+        "position": int(report.best["position"]), "alpha": float(report.best["alpha"]),
+        "platt": list(report.platt) if report.platt else None, "metrics": report.metrics,
+        "model": acts.meta["model"], "weights_sha256": acts.meta["weights_sha256"],
+        "activations_key": acts.meta["key"], "prompt_suffix": prompt_suffix, "system_prompt": system_prompt,
+        "labels_hash": store.stable_hash(labels[["problem_id", report.target, "split"]].to_dict(orient="list"))
+        if labels is not None else None,
+    }
+    save_probe(path, report.coef, info)
+    return Path(path)
+
+
+def predict_texts(path: str | Path, questions: Sequence[str], lm=None, batch_size: int = 16) -> pd.DataFrame:
+    """Apply a saved probe to new questions: extract the same EOI activation with the same
+    model and prompt, return the score (and calibrated probability for binary probes)."""
+    from .activations import NNsightExtractor, eoi_token_count
+    from .models import load_model
+    from .prompts import chat_prompts
+
+    coef, info = load_probe(path)
+    lm = lm or load_model(info["model"], source="auto")
+    if lm.weights_sha256 != info["weights_sha256"]:
+        raise ValueError(f"the probe in {path} was trained on {info['model']} weights {info['weights_sha256'][:12]}, "
+                         f"but the loaded model has {lm.weights_sha256[:12]} ({lm.source})")
+    n_eoi = eoi_token_count(lm.tokenizer, info["prompt_suffix"], info["system_prompt"])
+    if -info["position"] > n_eoi:
+        raise ValueError(f"the probe reads EOI position {info['position']}, the template has {n_eoi}")
+    ex = NNsightExtractor(lm)
+    prompts = chat_prompts(lm.tokenizer, list(questions), info["prompt_suffix"], info["system_prompt"])
+    feats = []
+    for i in range(0, len(prompts), batch_size):
+        acts = ex.extract(prompts[i:i + batch_size], [info["layer"]], -info["position"])["eoi"]
+        feats.append(acts[:, 0, 0, :].double().numpy())
+    score = np.concatenate(feats) @ coef
+    out = pd.DataFrame({"question": list(questions), "score": score})
+    if info["task"] == "classification":
+        a, b = info["platt"]
+        out["prob"] = 1 / (1 + np.exp(-(a * score + b)))
+    return out
+
+
+def evaluate_target(acts, labels: pd.DataFrame, target: str, *, model: str, **kw) -> tuple[list[ProbeReport], pd.DataFrame]:
+    """The probe and both surface baselines on one target, over the problems that have it,
+    with the comparison table (paired differences of the probe minus each baseline)."""
+    lab = labels.dropna(subset=[target]).reset_index(drop=True)
+    reports = [eoi_probe(acts, lab, target, model=model, **kw), tfidf_baseline(lab, target, **kw),
+               length_baseline(lab, target, **kw)]
+    table = compare(reports, n_boot=kw.get("n_boot", 1000), seed=kw.get("seed", 0))
+    table.insert(0, "model", model)
+    return reports, table
+
+
+def layer_curve(report: ProbeReport, model: str) -> pd.DataFrame:
+    """Best validation score per layer (over alpha and position) from a probe's sweep."""
+    c = report.sweep.groupby("layer", as_index=False)["val_score"].max()
+    return c.assign(model=model, target=report.target)

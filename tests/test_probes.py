@@ -1,0 +1,129 @@
+"""Linear probes, the ridge fast path, calibration, the protocol, and saved probes."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pika_utils import metrics
+from pika_utils import probe_protocol as P
+from pika_utils.probes import ALPHAS, ClassificationProbe, LinearProbe, PlattScaler, RegressionProbe, ridge_path, sweep
+
+
+def planted(n=240, d=40, layers=4, signal_layer=2, seed=0):
+    """Activations where only one layer carries a linear signal about the target."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(layers, n, d))
+    w = rng.normal(size=d)
+    y = feats[signal_layer] @ w + 0.5 * rng.normal(size=n)
+    return feats, y
+
+
+def test_ridge_path_matches_sklearn_to_1e6():
+    rng = np.random.default_rng(0)
+    X, Xt, y = rng.normal(size=(80, 120)), rng.normal(size=(30, 120)), rng.normal(size=80)
+    W = ridge_path(X, y, ALPHAS)
+    for a, w in zip(ALPHAS, W.T):
+        ref = Ridge(alpha=a, fit_intercept=False).fit(X, y).predict(Xt)
+        np.testing.assert_allclose(Xt @ w, ref, rtol=0, atol=1e-6)
+
+
+def test_probe_is_a_sklearn_estimator_in_a_pipeline():
+    feats, y = planted()
+    X = feats[2]
+    pipe = make_pipeline(StandardScaler(), RegressionProbe(alpha=1.0)).fit(X[:200], y[:200])
+    assert pipe.score(X[200:], y[200:]) > 0.8  # Spearman on held-out rows
+    assert pipe[-1].coef_.shape == (X.shape[1],) and not hasattr(RegressionProbe(), "coef_")
+    clf = ClassificationProbe(alpha=1.0).fit(X[:200], (y[:200] > 0).astype(int))
+    proba = clf.predict_proba(X[200:])
+    assert proba.shape == (40, 2) and np.allclose(proba.sum(1), 1)
+    assert clf.score(X[200:], (y[200:] > 0).astype(int)) > 0.85  # AUROC
+    assert set(clf.predict(X[200:])) <= {0, 1}
+    assert RegressionProbe(alpha=3.0).get_params()["alpha"] == 3.0
+
+
+@pytest.mark.parametrize("y,task,match", [
+    ([1, 1, 1, 1], "classification", "single class"),
+    ([0, 1, np.nan, 1], "regression", "NaN"),
+    ([0.5, 0.5, 0.5, 0.5], "regression", "constant"),
+    ([0, 2, 1, 0], "classification", "must be 0/1"),
+])
+def test_bad_labels_are_explained(y, task, match):
+    with pytest.raises(ValueError, match=match):
+        LinearProbe(task).fit(np.ones((4, 3)), y)
+
+
+def test_sweep_finds_the_planted_layer_on_validation_only():
+    feats, y = planted()
+    idx = np.arange(240)
+    res = sweep(lambda layer, pos: feats[layer], range(4), [0], y, idx[:150], idx[150:200], "regression")
+    assert res.best["layer"] == 2
+    assert len(res.table) == 4 * len(ALPHAS)
+    with pytest.raises(ValueError, match="validation split has 1 example"):
+        sweep(lambda layer, pos: feats[layer], [0], [0], y, idx[:150], idx[150:151], "regression")
+
+
+def test_platt_scaling_repairs_overconfident_scores():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
+    logits = 5 * z  # right ranking, overconfident scale
+    raw = 1 / (1 + np.exp(-logits))
+    cal = PlattScaler().fit(logits[:2000], y[:2000]).transform(logits[2000:])
+    assert metrics.ece(y[2000:], cal) < metrics.ece(y[2000:], raw[2000:]) / 2
+    assert metrics.auroc(y[2000:], cal) == pytest.approx(metrics.auroc(y[2000:], raw[2000:]))
+
+
+def labels_frame(y, n_train=150, n_val=50):
+    n = len(y)
+    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
+    return pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)], "success_rate": y, "split": split,
+                         "maj_correct": (np.asarray(y) > np.median(y)).astype(float),
+                         "question": [f"question {i} " + "word " * (i % 7) for i in range(n)],
+                         "prompt_tokens": [10 + i % 7 for i in range(n)], "source": "s"})
+
+
+def test_protocol_probe_beats_baselines_with_paired_intervals():
+    feats, y = planted()
+    lab = labels_frame(y)
+    rep = P.run_protocol("probe", lambda layer, pos: feats[layer], range(4), [0], lab, "success_rate", n_boot=200)
+    assert rep.best["layer"] == 2 and rep.metrics["ci_low"] <= rep.metrics["test"] <= rep.metrics["ci_high"]
+    table = P.compare([rep, P.length_baseline(lab, "success_rate", n_boot=200)], n_boot=200)
+    assert table.loc[1, "diff_low"] > 0  # the probe is better than length on the same problems
+    cls = P.run_protocol("probe", lambda layer, pos: feats[layer], range(4), [0], lab, "maj_correct", n_boot=100)
+    assert {"ece_raw", "ece_platt", "brier_raw", "brier_platt"} <= set(cls.metrics)
+    assert cls.test["prob_platt"].between(0, 1).all()
+
+
+def test_paired_bootstrap_of_identical_scores_is_zero():
+    rng = np.random.default_rng(0)
+    y, s = rng.normal(size=50), rng.normal(size=50)
+    assert P.paired_bootstrap(y, s, s, metrics.spearman, n_boot=100) == (0.0, 0.0, 0.0)
+
+
+def test_saved_probe_round_trip_and_predict_texts(tmp_path):
+    """Train on real tiny-model activations, save without pickle, load, score new texts."""
+    from pika_utils.activations import ExtractionConfig, extract_activations
+    from pika_utils.models import load_model
+    from pika_utils.probes import load_probe
+
+    lm = load_model("tiny-random-llama", source="offline")
+    n = 40
+    qs = [f"Calculate {i} + {i * 7}." + " again" * (i % 5) for i in range(n)]
+    problems = pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)], "question": qs})
+    acts = extract_activations(problems, lm, prompt_suffix="Reply.", cfg=ExtractionConfig(batch_size=8),
+                               out_root=tmp_path, progress=False)
+    lab = labels_frame(np.array([i % 5 for i in range(n)], dtype=float), n_train=24, n_val=8)
+    rep = P.eoi_probe(acts, lab, "maj_correct", model=lm.name, n_boot=50)
+    path = P.save_trained_probe(tmp_path / "probe", rep, acts, prompt_suffix="Reply.", labels=lab)
+    coef, info = load_probe(path)
+    np.testing.assert_array_equal(coef, rep.coef)
+    assert info["layer"] == rep.best["layer"] and info["platt"] and info["weights_sha256"] == lm.weights_sha256
+    assert not list(path.glob("*.pkl"))
+    scored = P.predict_texts(path, qs[-8:], lm=lm)
+    X = acts.layer(info["layer"], info["position"])[-8:]
+    np.testing.assert_allclose(scored["score"], X @ coef, rtol=1e-4, atol=1e-4)
+    assert scored["prob"].between(0, 1).all()
+    with pytest.raises(ValueError, match="from model 'tiny-random-llama', but the labels are for 'other'"):
+        P.eoi_probe(acts, lab, "maj_correct", model="other")
