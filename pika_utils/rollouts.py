@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import grading, prices, store
+from .budget import check_budget, generate_with_budget
 from .metrics import pass_at_k
 from .prompts import chat_prompts
 
@@ -26,8 +27,10 @@ log = logging.getLogger(__name__)
 
 ROLLOUT_COLUMNS = (
     "problem_id", "model", "sample", "text", "extracted", "correct", "grade_reason",
-    "prompt_tokens", "output_tokens", "finish_reason",
+    "prompt_tokens", "output_tokens", "finish_reason", "thinking_tokens", "answer_tokens", "budget_hit",
 )
+#: Sampling fields that only matter with a reasoning budget (left out of the key without one).
+BUDGET_FIELDS = ("budget", "answer_cue", "answer_tokens", "answer_temperature", "think_close")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,18 @@ class SamplingConfig:
     system_prompt: str | None = None
     seed: int = 0
     chunk_size: int = 16  # problems per chunk (and per generate call)
+    # budget forcing (chapter 7): think for at most `budget` tokens, then close the thought,
+    # append the answer cue and generate at most `answer_tokens`; None: plain sampling
+    budget: int | None = None
+    answer_cue: str = "\nFinal answer: "
+    answer_tokens: int = 8
+    answer_temperature: float = 0.0
+    think_close: str = ""  # e.g. "\n</think>\n\n" for models with a thinking section
+
+    def key(self) -> dict:
+        """The fields that determine the rollouts (budget fields only when a budget is set)."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if self.budget is not None or k not in BUDGET_FIELDS}
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -56,6 +71,10 @@ class SamplingConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.temperature == 0 and self.k > 1:
             raise ValueError("temperature 0 is greedy: all k samples would be identical; use k=1")
+        if self.budget is not None and self.budget < 0:
+            raise ValueError(f"reasoning budget must be >= 0 tokens, got {self.budget}")
+        if self.budget is not None and self.answer_tokens < 1:
+            raise ValueError(f"answer_tokens must be >= 1 with a budget, got {self.answer_tokens}")
 
 
 @dataclass
@@ -63,6 +82,10 @@ class Completion:
     text: str
     output_tokens: int
     finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    thinking_tokens: int = 0  # budget forcing: tokens of thought before the answer cue
+    answer_tokens: int | None = None  # budget forcing: tokens after the cue (else output_tokens)
+    budget_hit: bool = False
+    answer_text: str | None = None  # the part that is graded (budget forcing: after the cue)
 
 
 class Backend(Protocol):
@@ -266,10 +289,17 @@ def run_rollouts(
     """Sample, grade and store ``cfg.k`` rollouts per problem, reusing or resuming a run with
     the same key. Returns every rollout and the per-problem summary."""
     problems = _check_problems(problems)
+    if isinstance(backend, str) and "/" not in model:
+        from .models import resolve_spec
+        resolve_spec(model)  # an unknown name fails here, listing the registered ones
     prices.get_price(model, price_overrides)  # fail before any sampling if the price is missing
     be = make_backend(model, backend, source=source) if isinstance(backend, str) else backend
     identity = be.identity()
-    key_obj = {"identity": identity, "problems": _problems_key(problems), "cfg": dataclasses.asdict(cfg)}
+    if cfg.budget is not None:
+        context = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
+        longest = max(be.count_tokens(chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)))
+        check_budget(cfg.budget, cfg.answer_cue, be.tokenizer, context, cfg.answer_tokens, longest)
+    key_obj = {"identity": identity, "problems": _problems_key(problems), "cfg": cfg.key()}
     key = store.stable_hash(key_obj)
     run_dir = Path(out_root or store.data_dir() / "rollouts") / f"{model}-{key}"
     final = run_dir / "rollouts.parquet"
@@ -303,15 +333,21 @@ def run_rollouts(
         sub = by_id.loc[ids]
         prompts = chat_prompts(be.tokenizer, sub["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)
         t0 = time.perf_counter()
-        completions = be.generate(prompts, cfg, _chunk_seed(cfg.seed, ids))
+        if cfg.budget is None:
+            completions = be.generate(prompts, cfg, _chunk_seed(cfg.seed, ids))
+        else:
+            completions = generate_with_budget(be, prompts, cfg, _chunk_seed(cfg.seed, ids))
         seconds = time.perf_counter() - t0
         n_prompt = be.count_tokens(prompts)
         rows = []
         for pid, gold, comps, npt in zip(ids, sub["answer"], completions, n_prompt):
             for j, c in enumerate(comps):
                 rows.append({"problem_id": pid, "model": model, "sample": j, "text": c.text, "answer": gold,
-                             "prompt_tokens": npt, "output_tokens": c.output_tokens, "finish_reason": c.finish_reason})
-        chunk = grading.grade_frame(pd.DataFrame(rows), output_col="text", gold_col="answer")
+                             "graded": c.answer_text if c.answer_text is not None else c.text,
+                             "prompt_tokens": npt, "output_tokens": c.output_tokens, "finish_reason": c.finish_reason,
+                             "thinking_tokens": c.thinking_tokens, "budget_hit": c.budget_hit,
+                             "answer_tokens": c.answer_tokens if c.answer_tokens is not None else c.output_tokens})
+        chunk = grading.grade_frame(pd.DataFrame(rows), output_col="graded", gold_col="answer")
         chunk = chunk[list(ROLLOUT_COLUMNS)]
         store.write_parquet(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
                             metadata={"chunk": i, "problems": ids, "seconds": seconds, "device": str(getattr(be, "model", None) and be.model.device)})

@@ -127,3 +127,36 @@ def test_saved_probe_round_trip_and_predict_texts(tmp_path):
     assert scored["prob"].between(0, 1).all()
     with pytest.raises(ValueError, match="from model 'tiny-random-llama', but the labels are for 'other'"):
         P.eoi_probe(acts, lab, "maj_correct", model="other")
+
+
+def test_label_command_line_scores_a_file_and_never_overwrites(tmp_path):
+    """`pika label`: the paper's label-with-probe script, on a real saved probe."""
+    import subprocess
+    import sys
+
+    from pika_utils import store
+    from pika_utils.activations import ExtractionConfig, extract_activations
+    from pika_utils.models import load_model
+
+    lm = load_model("tiny-random-llama", source="offline")
+    n = 24
+    problems = pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)],
+                             "question": [f"Calculate {i} * 3." + " more" * (i % 4) for i in range(n)]})
+    acts = extract_activations(problems, lm, cfg=ExtractionConfig(batch_size=8, layers=(0, 1, 2)),
+                               out_root=tmp_path, progress=False)
+    lab = labels_frame(np.array([i % 4 for i in range(n)], dtype=float), n_train=14, n_val=5)
+    rep = P.eoi_probe(acts, lab, "success_rate", model=lm.name, n_boot=20)
+    path = P.save_trained_probe(tmp_path / "probe", rep, acts, prompt_suffix="")
+    src = store.write_parquet(tmp_path / "new.parquet", problems.iloc[:5])
+    out = tmp_path / "labelled.parquet"
+    cmd = [sys.executable, "-m", "pika_utils.cli", "label", "--probe", str(path), "--problems", str(src), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    labelled = store.read_parquet(out)
+    expected = acts.layer(rep.best["layer"], rep.best["position"])[:5] @ rep.coef
+    np.testing.assert_allclose(labelled["probe_score"], expected, rtol=1e-4, atol=1e-4)
+    again = subprocess.run(cmd[:-1] + [str(out.with_name("other.parquet"))], capture_output=True)
+    assert again.returncode == 0
+    changed = problems.iloc[5:10]
+    store.write_parquet(src, changed)
+    clash = subprocess.run(cmd, capture_output=True, text=True)
+    assert clash.returncode != 0 and "refusing to overwrite" in clash.stderr

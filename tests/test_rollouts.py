@@ -75,8 +75,11 @@ def test_bad_problems_are_named(tmp_path, mutate, match):
 
 
 def test_unknown_model_and_missing_price(tmp_path):
-    with pytest.raises(Exception, match="no price for model 'no-such-model'"):
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'. Registered models: .*tiny-random-llama"):
         run_rollouts(make_problems(2), "no-such-model", CFG, out_root=tmp_path)
+    with pytest.raises(KeyError, match="no price for model 'org/my-model'.*prices"):
+        run_rollouts(make_problems(2), "org/my-model", CFG, out_root=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def test_corrupt_chunk_is_reported_and_left_alone(tmp_path):
