@@ -102,12 +102,16 @@ def execute_chapters(
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
-    names = list(chapters or toc_chapters(root))
-    sources = {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in names}
+    every = toc_chapters(root)
+    names = list(chapters or every)
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise ValueError(f"chapter(s) {unknown} are not in _toc.yml; chapters: {every}")
+    sources = {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in every}
     for n, p in sources.items():
         if not p.exists():
             raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
-    shares = split_parameters(params, sources)
+    shares = split_parameters(params, sources)  # a key must fit some chapter of the book
     out_dir = Path(root) / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -55,7 +55,7 @@ def generate_with_budget(backend, prompts: Sequence[str], cfg, seed: int) -> lis
             row.append(Completion(
                 text=t.text + cue + a.text, output_tokens=t.output_tokens + cue_tokens + a.output_tokens,
                 finish_reason=a.finish_reason, thinking_tokens=t.output_tokens, answer_tokens=a.output_tokens,
-                budget_hit=budget > 0 and t.finish_reason == "length", answer_text=a.text,
+                budget_hit=budget > 0 and t.finish_reason == "length", answer_text=cfg.answer_cue + a.text,
             ))
         out.append(row)
     return out

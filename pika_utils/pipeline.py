@@ -79,3 +79,29 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
                            remote=bool(params.get("ndif_remote", False)))
     return lm, extract_activations(problems, lm, prompt_suffix=params.get("prompt_suffix") or "",
                                    system_prompt=params.get("system_prompt"), cfg=cfg)
+
+
+def budget_config(params: Mapping[str, Any], budget: int) -> SamplingConfig:
+    """Sampling settings of a budget-forced run: the chapter's sampling parameters with the
+    reasoning prompt, K and answer cue of the budget experiment."""
+    import dataclasses
+
+    return dataclasses.replace(
+        sampling_config(params), k=int(params["budget_k"]), prompt_suffix=params["budget_suffix"],
+        budget=int(budget), answer_cue=params["answer_cue"], answer_tokens=int(params["answer_tokens"]),
+        think_close=params.get("think_close") or "", system_prompt=params.get("budget_system_prompt"),
+    )
+
+
+def budget_runs(problems: pd.DataFrame, model: str, params: Mapping[str, Any],
+                budgets: Sequence[int]) -> dict[int, RolloutRun]:
+    """One budget-forced rollout run per budget, same problems and prompt (so one extraction)."""
+    return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=params["backend"],
+                                 source=params["model_source"], price_overrides=dict(params.get("prices") or {}))
+            for b in budgets}
+
+
+def reasoning_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The chapter's parameters with the reasoning prompt, for extracting activations of the
+    prompt that the budget-forced runs saw."""
+    return {**params, "prompt_suffix": params["budget_suffix"], "system_prompt": params.get("budget_system_prompt")}
