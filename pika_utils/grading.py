@@ -247,6 +247,9 @@ def _worker_main() -> None:
         except TimeoutException:
             return "timeout"
 
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a notebook interrupt is for the kernel; we end with stdin
     proto.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         proto.write(json.dumps({"status": compare(json.loads(line))}) + "\n")

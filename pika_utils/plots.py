@@ -118,3 +118,29 @@ def metric_with_intervals(table: pd.DataFrame, x: str = "test", y: str = "method
     ax.set_yticks(pos, labels)
     ax.invert_yaxis()
     return ax
+
+
+def pareto(ax, sweep: pd.DataFrame, singles: pd.DataFrame, *, cost: str = "cost", oracle: dict | None = None,
+           random: pd.DataFrame | None = None, extra: dict[str, pd.DataFrame] | None = None, label: str = "probe router"):
+    """Cost against accuracy: the router's sweep (points and its non-decreasing frontier),
+    every single member, random routing matched to the router's mix, and the oracle."""
+    from .routing_metrics import frontier
+
+    pal = model_palette(singles["member"].tolist())
+    ax.scatter(sweep[cost], sweep["accuracy"], s=10, alpha=0.35, color="C0")
+    f = frontier(sweep, cost=cost)
+    ax.step(f[cost], f["accuracy"], where="post", color="C0", label=label)
+    for name, df in (extra or {}).items():
+        fe = frontier(df, cost=cost)
+        ax.step(fe[cost], fe["accuracy"], where="post", ls="--", lw=1, label=name)
+    if random is not None and len(random):
+        ax.scatter(random[cost], random["accuracy"], marker="x", s=14, color="grey", alpha=0.6, label="random (same mix)")
+    for row in singles.itertuples():
+        ax.scatter(getattr(row, cost), row.accuracy, s=60, marker="s", color=pal[row.member], edgecolor="k", zorder=4)
+        ax.annotate(row.member, (getattr(row, cost), row.accuracy), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    if oracle is not None:
+        ax.scatter(oracle[cost], oracle["accuracy"], marker="*", s=140, color="gold", edgecolor="k", zorder=5, label="oracle")
+    ax.set(xscale="log", xlabel="mean $ per problem" + (" (with routing cost)" if cost != "cost" else ""),
+           ylabel="accuracy")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return ax

@@ -1,0 +1,90 @@
+"""The routing pool of a profile: each model in two modes (a direct answer, and step-by-step
+with a token budget), each member with its own rollouts, its own probe trained on the train
+split, and its own price. Chapters 5 and 6 route across it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import pipeline, store
+from . import probe_protocol as P
+from .routing_metrics import prefill_costs
+
+
+@dataclass
+class Pool:
+    """Long tables, one row per (member, problem): what routing needs and nothing else."""
+
+    members: list[str]
+    outcomes: pd.DataFrame  # member, problem_id, correct, cost, split, success_rate
+    probs: pd.DataFrame  # member, problem_id, p (calibrated, computed before generation)
+    prefill: pd.DataFrame  # member, problem_id, prefill_cost (the cost of routing itself)
+    probes: pd.DataFrame  # one row per member: model, mode, probe test AUROC, folder or why constant
+    probe_dirs: dict[str, Path] = field(default_factory=dict)
+
+
+def calibrated_probs(report: P.ProbeReport, acts, problem_ids) -> np.ndarray:
+    """Platt-calibrated success probabilities of a fitted binary probe for any problems."""
+    rows = acts.rows_for(list(problem_ids))
+    logits = acts.layer(report.best["layer"], report.best["position"])[rows] @ report.coef
+    a, b = report.platt
+    return 1 / (1 + np.exp(-(a * logits + b)))
+
+
+def member_modes(params: Mapping[str, Any]) -> dict[str, dict]:
+    """The two modes: 'direct' (chapter 1's rollouts) and 'cot<B>' (budget forcing at B)."""
+    b = int(params["route_budget"])
+    return {"direct": {"budget": None}, f"cot{b}": {"budget": b}}
+
+
+def build_pool(params: Mapping[str, Any]) -> Pool:
+    """Rollouts, activations and a maj-vote probe for every (model, mode); outcomes on every
+    split (the routers pick their split), probabilities from each member's own probe."""
+    problems, runs, _ = pipeline.rollout_stage(params)
+    outcomes, probs, prefill, probe_rows, dirs = [], [], [], [], {}
+    kw = dict(alphas=params["alphas"], n_boot=int(params["n_boot"]), seed=int(params["seed"]))
+    for model in params["models"]:
+        for mode, spec in member_modes(params).items():
+            member = f"{model}/{mode}"
+            if spec["budget"] is None:
+                run, p = runs[model], params
+            else:
+                run = pipeline.budget_runs(problems, model, params, [spec["budget"]])[spec["budget"]]
+                p = pipeline.reasoning_params(params)
+            s = run.summary
+            outcomes.append(pd.DataFrame({"member": member, "problem_id": s["problem_id"], "correct": s["maj_correct"].astype(int),
+                                          "cost": s["cost_per_rollout"], "split": s["split"], "success_rate": s["success_rate"]}))
+            prefill.append(prefill_costs(s[["problem_id", "prompt_tokens"]].assign(member=member, model=model),
+                                         params.get("prices")))
+            lm, acts = pipeline.activations_for(problems, model, p)
+            labels = P.labels_table(run.summary, problems, model)
+            row = {"member": member, "model": model, "mode": mode}
+            try:
+                rep = P.eoi_probe(acts, labels, "maj_correct", model=model, **kw)
+            except ValueError as e:  # e.g. a member that never succeeds: its best guess is a constant
+                base = float(labels.loc[labels["split"] == "train", "maj_correct"].mean())
+                p_all = np.full(len(labels), base)
+                row.update(probe="constant (train base rate)", auroc=np.nan, why=str(e)[:100])
+            else:
+                p_all = calibrated_probs(rep, acts, labels["problem_id"])
+                key = store.stable_hash([rep.best, acts.meta["key"], "maj_correct", labels["maj_correct"].tolist()])
+                dirs[member] = P.save_trained_probe(store.data_dir() / "probes" / f"{model}-{mode}-{key}", rep, acts,
+                                                    prompt_suffix=p.get("prompt_suffix") or "",
+                                                    system_prompt=p.get("system_prompt"), labels=labels)
+                row.update(probe=f"layer {rep.best['layer']}, position {rep.best['position']}",
+                           auroc=rep.metrics["test"], auroc_low=rep.metrics["ci_low"], auroc_high=rep.metrics["ci_high"])
+            probs.append(pd.DataFrame({"member": member, "problem_id": labels["problem_id"], "p": p_all}))
+            probe_rows.append(row)
+    return Pool(members=[r["member"] for r in probe_rows], outcomes=pd.concat(outcomes, ignore_index=True),
+                probs=pd.concat(probs, ignore_index=True), prefill=pd.concat(prefill, ignore_index=True),
+                probes=pd.DataFrame(probe_rows), probe_dirs=dirs)
+
+
+def point(routed: pd.DataFrame, name: str) -> dict:
+    """One router's accuracy and mean cost per problem (with and without routing cost)."""
+    return {"router": name, "accuracy": float(routed["correct"].mean()), "cost": float(routed["cost"].mean()),
+            "cost_with_routing": float(routed["cost_with_routing"].mean())}
