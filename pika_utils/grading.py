@@ -62,7 +62,7 @@ def _matching_brace(s: str, open_at: int) -> int | None:
     return None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last well-formed, non-empty ``\\boxed{...}`` (or ``\\boxed 5``)."""
     for m in reversed(list(_BOX_RE.finditer(text))):
         j = m.end()
@@ -97,7 +97,7 @@ def extract_answer(text: str) -> str | None:
     else "Final answer: x" / "the answer is x", else the last number; None if there is none."""
     if not isinstance(text, str) or not text.strip():
         return None
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     for pattern in (_GSM_RE, _ANSWER_CUE_RE):

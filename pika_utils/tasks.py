@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from .grading import last_boxed
 from .store import cache_dir, read_parquet, stable_hash, versions, write_if_absent
 
 PROBLEM_COLUMNS: tuple[str, ...] = (
@@ -317,23 +318,6 @@ def load_gsm8k100(limit: int | None = None, seed: int = 0) -> pd.DataFrame:
 
 class HubUnavailableError(ConnectionError):
     """The hub (or the local hub cache) could not provide a dataset; names the offline fallback."""
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in a solution, braces matched."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
-    if not starts:
-        return None
-    i = starts[-1]
-    if i >= len(text) or text[i] != "{":
-        m = re.match(r"[^\s$]+", text[i:])
-        return m.group(0) if m else None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j].strip()
-    return None
 
 
 def _gsm_final(solution: str) -> str:
