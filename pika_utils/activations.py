@@ -242,6 +242,10 @@ def extract_activations(
         "token_layers": [int(x) for x in cfg.token_layers],
     }
     key = store.stable_hash(key_obj)
+    # batch prompts of similar length together: less padding, less compute (rows are stored in
+    # this order; ActivationSet.rows_for maps problem ids to rows)
+    order = np.argsort([len(x) for x in lm.tokenizer(prompts, add_special_tokens=False)["input_ids"]], kind="stable")
+    problems, prompts = problems.iloc[order].reset_index(drop=True), [prompts[i] for i in order]
     out = Path(out_root or store.data_dir() / "activations") / f"{lm.name}-{key}"
     n_chunks = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
     meta = {

@@ -66,21 +66,22 @@ def test_trace_stops_before_the_final_norm_and_lm_head(lm):
 
 def test_extract_activations_store_cache_and_alignment(lm, tmp_path):
     problems = pd.DataFrame({"problem_id": [f"p{i}" for i in range(7)],
-                             "question": [f"What is {i} * {i + 3}?" + " and" * i for i in range(7)]})
+                             "question": [f"What is {i} * {i + 3}?" + " and" * (6 - i) for i in range(7)]})
     cfg = A.ExtractionConfig(batch_size=3, token_layers=(1,))
     s = A.extract_activations(problems, lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
     assert s.meta["n_chunks"] == 3 and s.meta["shape"][0] == 7 and s.meta["dtype"] == "float32"
     assert s.meta["model_info"]["weights_sha256"] == lm.weights_sha256 and s.meta["versions"]["nnsight"]
-    X = s.layer(2, -1)
+    X = s.layer(2, -1)[s.rows_for(problems["problem_id"].tolist())]  # rows are stored by prompt length
     assert X.shape == (7, lm.model.config.hidden_size) and np.isfinite(X).all()
     ref = A.hidden_states_reference(lm, chat_prompts(lm.tokenizer, problems["question"], SUFFIX), [2], 1)
     np.testing.assert_allclose(X, ref[:, 0, -1].numpy(), atol=1e-5)
+    assert s.problem_ids[-1] == "p0"  # stored by prompt length: the longest question (p0) comes last
     T, M = s.tokens(1)
     assert T.shape[:2] == M.shape and M.sum(1).min() > 0
     mtime = (s.dir / "meta.json").stat().st_mtime_ns
     again = A.extract_activations(problems.iloc[::-1], lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
     assert again.dir == s.dir and (again.dir / "meta.json").stat().st_mtime_ns == mtime
-    np.testing.assert_array_equal(s.rows_for(["p3", "p0"], model=lm.name), [3, 0])
+    np.testing.assert_array_equal(s.rows_for(["p3", "p0"], model=lm.name), [s.problem_ids.index("p3"), s.problem_ids.index("p0")])
     with pytest.raises(ValueError, match="from model 'tiny-random-llama', but the labels are for 'other'"):
         s.rows_for(["p0"], model="other")
     with pytest.raises(ValueError, match="no activations.*another prompt set"):

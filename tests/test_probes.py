@@ -122,7 +122,7 @@ def test_saved_probe_round_trip_and_predict_texts(tmp_path):
     assert info["layer"] == rep.best["layer"] and info["platt"] and info["weights_sha256"] == lm.weights_sha256
     assert not list(path.glob("*.pkl"))
     scored = P.predict_texts(path, qs[-8:], lm=lm)
-    X = acts.layer(info["layer"], info["position"])[-8:]
+    X = acts.layer(info["layer"], info["position"])[acts.rows_for(problems["problem_id"].tolist()[-8:])]
     np.testing.assert_allclose(scored["score"], X @ coef, rtol=1e-4, atol=1e-4)
     assert scored["prob"].between(0, 1).all()
     with pytest.raises(ValueError, match="from model 'tiny-random-llama', but the labels are for 'other'"):
@@ -152,7 +152,7 @@ def test_label_command_line_scores_a_file_and_never_overwrites(tmp_path):
     cmd = [sys.executable, "-m", "pika_utils.cli", "label", "--probe", str(path), "--problems", str(src), "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     labelled = store.read_parquet(out)
-    expected = acts.layer(rep.best["layer"], rep.best["position"])[:5] @ rep.coef
+    expected = acts.layer(rep.best["layer"], rep.best["position"])[acts.rows_for(problems["problem_id"].tolist()[:5])] @ rep.coef
     np.testing.assert_allclose(labelled["probe_score"], expected, rtol=1e-4, atol=1e-4)
     again = subprocess.run(cmd[:-1] + [str(out.with_name("other.parquet"))], capture_output=True)
     assert again.returncode == 0
