@@ -57,6 +57,11 @@ def decoder_layers(model) -> Sequence[torch.nn.Module]:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+def length_order(tokenizer, prompts: Sequence[str]) -> np.ndarray:
+    """Prompt indices by token count (stable): batches of similar lengths waste less on padding."""
+    return np.argsort([len(x) for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]], kind="stable")
+
+
 def left_padded_batch(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Token ids, attention mask and mask-derived position ids for a left-padded batch, so every
     prompt's tokens sit at the positions they would have alone."""
@@ -244,7 +249,7 @@ def extract_activations(
     key = store.stable_hash(key_obj)
     # batch prompts of similar length together: less padding, less compute (rows are stored in
     # this order; ActivationSet.rows_for maps problem ids to rows)
-    order = np.argsort([len(x) for x in lm.tokenizer(prompts, add_special_tokens=False)["input_ids"]], kind="stable")
+    order = length_order(lm.tokenizer, prompts)
     problems, prompts = problems.iloc[order].reset_index(drop=True), [prompts[i] for i in order]
     out = Path(out_root or store.data_dir() / "activations") / f"{lm.name}-{key}"
     n_chunks = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size

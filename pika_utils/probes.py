@@ -98,12 +98,18 @@ def probe_metric(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 
 def ridge_path(X: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
-    """Bias-free ridge weights for every alpha from ONE thin SVD of X: (d, len(alphas)).
-    w(alpha) = V diag(s / (s^2 + alpha)) U^T y."""
-    U, s, Vt = np.linalg.svd(np.asarray(X, dtype=np.float64), full_matrices=False)
-    Uty = U.T @ np.asarray(y, dtype=np.float64)
-    shrink = s[:, None] / (s[:, None] ** 2 + np.asarray(alphas, dtype=np.float64)[None, :])
-    return Vt.T @ (shrink * Uty[:, None])
+    """Bias-free ridge weights for every alpha from ONE eigendecomposition of the smaller Gram
+    matrix: (d, len(alphas)). With N <= d, X X^T = U L U^T and w = X^T U (L + a)^-1 U^T y;
+    otherwise X^T X = V L V^T and w = V (L + a)^-1 V^T X^T y. The same weights as a thin SVD,
+    for a fraction of its cost."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    a = np.asarray(alphas, dtype=np.float64)[None, :]
+    if X.shape[0] <= X.shape[1]:
+        lam, U = np.linalg.eigh(X @ X.T)
+        return X.T @ (U @ ((U.T @ y)[:, None] / (np.clip(lam, 0, None)[:, None] + a)))
+    lam, V = np.linalg.eigh(X.T @ X)
+    return V @ ((V.T @ (X.T @ y))[:, None] / (np.clip(lam, 0, None)[:, None] + a))
 
 
 @dataclass

@@ -20,12 +20,14 @@ def planted(n=240, d=40, layers=4, signal_layer=2, seed=0):
     return feats, y
 
 
-def test_ridge_path_matches_sklearn_to_1e6():
+@pytest.mark.parametrize("n,d", [(80, 120), (200, 40)])  # both sides of the Gram trick
+def test_ridge_path_matches_sklearn_to_1e6(n, d):
     rng = np.random.default_rng(0)
-    X, Xt, y = rng.normal(size=(80, 120)), rng.normal(size=(30, 120)), rng.normal(size=80)
+    X, Xt = rng.normal(size=(n, d)) + 3.0, rng.normal(size=(30, d)) + 3.0  # uncentred, like activations
+    y = X[:, 0] - X[:, 1] + rng.normal(size=n)
     W = ridge_path(X, y, ALPHAS)
     for a, w in zip(ALPHAS, W.T):
-        ref = Ridge(alpha=a, fit_intercept=False).fit(X, y).predict(Xt)
+        ref = Ridge(alpha=a, fit_intercept=False, solver="svd").fit(X, y).predict(Xt)
         np.testing.assert_allclose(Xt @ w, ref, rtol=0, atol=1e-6)
 
 
