@@ -148,11 +148,11 @@ def labels_table(summary: pd.DataFrame, problems: pd.DataFrame, model: str) -> p
 
 def transfer(acts, labels: pd.DataFrame, target: str, train_source: str, test_source: str, *,
              model: str | None = None, **kw) -> ProbeReport:
-    """Train (and select) on one source, test on another's test split: the question the paper
-    leaves open. Training uses the train and val splits of ``train_source``; its test split is
-    not used."""
+    """Train (and select) on one source, test on every problem of another: the question the
+    paper leaves open. Training uses the train and val splits of ``train_source``; the other
+    source was never seen, so all of it is test data."""
     a = labels[labels["source"] == train_source]
-    b = labels[(labels["source"] == test_source) & (labels["split"] == "test")]
+    b = labels[labels["source"] == test_source].assign(split="test")
     if a.empty or b.empty:
         raise ValueError(f"no problems for transfer {train_source!r} -> {test_source!r}")
     lab = pd.concat([a[a["split"] != "test"], b], ignore_index=True)

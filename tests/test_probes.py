@@ -162,3 +162,21 @@ def test_label_command_line_scores_a_file_and_never_overwrites(tmp_path):
     store.write_parquet(src, changed)
     clash = subprocess.run(cmd, capture_output=True, text=True)
     assert clash.returncode != 0 and "refusing to overwrite" in clash.stderr
+
+
+def test_transfer_tests_on_every_problem_of_the_unseen_source():
+    feats, y = planted(n=240)
+    lab = labels_frame(y).assign(source=["a"] * 160 + ["b"] * 80)
+
+    class Acts:  # the ActivationSet interface eoi_probe reads, over the planted features
+        layers, meta = [0, 1, 2, 3], {"positions": [-1], "problem_ids": lab["problem_id"].tolist(), "model": "m"}
+
+        def rows_for(self, ids, model=None):
+            return np.array([int(i[1:]) for i in ids])
+
+        def layer(self, layer, pos):
+            return feats[layer]
+
+    rep = P.transfer(Acts(), lab, "success_rate", "a", "b", n_boot=50)
+    assert rep.metrics["n_test"] == 80 and set(rep.test["problem_id"]) == set(lab.loc[lab["source"] == "b", "problem_id"])
+    assert rep.best["layer"] == 2 and rep.metrics["test"] > 0.7
