@@ -10,9 +10,13 @@ from typing import Mapping
 
 import pandas as pd
 
-#: Size tiers (upper bound in billions of parameters) -> (input, output) $ per 1M tokens.
+#: Size tiers (upper bound in billions of parameters) -> (input, output) $ per 1M tokens. From
+#: 4B up, public serverless list prices by size; below that, where no provider lists a price,
+#: each tier halves the one above, so that the workshop's two small models differ in price.
 SIZE_TIERS: tuple[tuple[float, float, float], ...] = (
+    (0.2, 0.02, 0.04),
     (0.6, 0.04, 0.08),
+    (1.0, 0.06, 0.12),
     (4.0, 0.10, 0.20),
     (8.0, 0.20, 0.40),
     (21.0, 0.30, 0.60),
