@@ -58,9 +58,13 @@ def test_smoke_book_end_to_end(tmp_path, monkeypatch):
     for name in book.toc_chapters():
         executed = json.loads((tmp_path / "book" / "chapters" / f"{name}.ipynb").read_text())
         assert executed["metadata"]["pika"]["parameters"]["profile"] == "smoke"
-        assert executed["metadata"]["papermill"]["parameters"]["k"] == 4
+        injected = executed["metadata"]["papermill"]["parameters"]
+        profile = book.load_profile("smoke")
+        assert injected and all(profile[k] == v for k, v in injected.items())  # its share of the profile
         html = (tmp_path / "_build" / "html" / "book" / "chapters" / f"{name}.html").read_text()
         assert len(re.findall(r"<img [^>]*src=", html)) >= min_figures.get(name, 1), f"{name} lacks its figures"
         assert "<table" in html, f"{name} lacks a results table"
     html = (tmp_path / "_build" / "html" / "book" / "chapters" / "01_rollouts.html").read_text()
     assert "success_rate" in html and "Smoke profile" in html
+    rollouts_nb = json.loads((tmp_path / "book" / "chapters" / "01_rollouts.ipynb").read_text())
+    assert rollouts_nb["metadata"]["papermill"]["parameters"]["k"] == 4
