@@ -6,6 +6,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from conftest import tiny_activations
 from pika_utils import metrics
 from pika_utils import probe_protocol as P
 from pika_utils.probes import ALPHAS, ClassificationProbe, LinearProbe, PlattScaler, RegressionProbe, ridge_path, sweep
@@ -106,16 +107,10 @@ def test_paired_bootstrap_of_identical_scores_is_zero():
 
 def test_saved_probe_round_trip_and_predict_texts(tmp_path):
     """Train on real tiny-model activations, save without pickle, load, score new texts."""
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
     from pika_utils.probes import load_probe
 
-    lm = load_model("tiny-random-llama", source="offline")
-    n = 40
-    qs = [f"Calculate {i} + {i * 7}." + " again" * (i % 5) for i in range(n)]
-    problems = pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)], "question": qs})
-    acts = extract_activations(problems, lm, prompt_suffix="Reply.", cfg=ExtractionConfig(batch_size=8),
-                               out_root=tmp_path, progress=False)
+    lm, problems, acts = tiny_activations(tmp_path)
+    n, qs = len(problems), problems["question"].tolist()
     lab = labels_frame(np.array([i % 5 for i in range(n)], dtype=float), n_train=24, n_val=8)
     rep = P.eoi_probe(acts, lab, "maj_correct", model=lm.name, n_boot=50)
     path = P.save_trained_probe(tmp_path / "probe", rep, acts, prompt_suffix="Reply.", labels=lab)

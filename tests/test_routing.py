@@ -220,17 +220,12 @@ def test_bad_inputs_are_explained(outcomes):
 
 @pytest.fixture(scope="module")
 def saved_probes(tmp_path_factory):
+    from conftest import tiny_activations
     from pika_utils import probe_protocol as P
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
 
     tmp = tmp_path_factory.mktemp("router")
-    lm = load_model("tiny-random-llama", source="offline")
-    n = 40
-    qs = [f"Calculate {i} + {i * 7}." + " again" * (i % 5) for i in range(n)]
-    problems = pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)], "question": qs})
-    acts = extract_activations(problems, lm, prompt_suffix="Reply.", cfg=ExtractionConfig(batch_size=8),
-                               out_root=tmp, progress=False)
+    lm, problems, acts = tiny_activations(tmp)
+    n, qs = len(problems), problems["question"].tolist()
     y = np.array([i % 5 >= 2 for i in range(n)], dtype=float)
     dirs = {}
     for name, labels in {"tiny-random-llama/a": y, "tiny-random-llama/b": 1 - y}.items():
