@@ -13,7 +13,8 @@ import time
 from pika_utils import tasks
 from pika_utils.models import load_model
 from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
-from pika_utils.rollouts import SamplingConfig, TransformersBackend
+from pika_utils.backends import TransformersBackend
+from pika_utils.rollouts import SamplingConfig
 
 
 def main() -> None:

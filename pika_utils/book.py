@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from . import store
+from .params import check_params
 
 REPO_ROOT = store.REPO_ROOT
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
@@ -112,6 +113,7 @@ def execute_chapters(
         if not p.exists():
             raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
     shares = split_parameters(params, sources)  # a key must fit some chapter of the book
+    check_params(params)  # and every value its declared type and range, before any chapter runs
     out_dir = Path(root) / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from .sampling import Completion
+
 
 def check_budget(budget: int, answer_cue: str, tokenizer, context: int | None = None,
                  answer_tokens: int = 0, prompt_tokens: int = 0) -> None:
@@ -34,8 +36,6 @@ def generate_with_budget(backend, prompts: Sequence[str], cfg, seed: int) -> lis
     tokens, (2) append ``cfg.think_close`` and ``cfg.answer_cue`` and generate at most
     ``cfg.answer_tokens`` answer tokens for each thought. Returns Completions whose text is
     the whole rollout, with thinking/answer token counts and whether the budget was hit."""
-    from .rollouts import Completion
-
     k, budget = cfg.k, int(cfg.budget)
     if budget > 0:
         thoughts = backend.generate(prompts, dataclasses.replace(cfg, max_new_tokens=budget, budget=None), seed)

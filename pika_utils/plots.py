@@ -120,6 +120,18 @@ def metric_with_intervals(table: pd.DataFrame, x: str = "test", y: str = "method
     return ax
 
 
+def _sparse_log_ticks(axis, n: int = 4) -> None:
+    """At most ``n`` labelled ticks on a log axis, in plain notation: a cost range that spans less
+    than a decade otherwise gets a crowded label at every minor tick."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=n))
+    fmt = ScalarFormatter(useMathText=True)
+    fmt.set_powerlimits((-2, 3))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(NullFormatter())
+
+
 def pareto(ax, sweep: pd.DataFrame, singles: pd.DataFrame, *, cost: str = "cost", oracle: dict | None = None,
            random: pd.DataFrame | None = None, extra: dict[str, pd.DataFrame] | None = None, label: str = "probe router"):
     """Cost against accuracy: the router's sweep (points and its non-decreasing frontier),
@@ -142,5 +154,6 @@ def pareto(ax, sweep: pd.DataFrame, singles: pd.DataFrame, *, cost: str = "cost"
         ax.scatter(oracle[cost], oracle["accuracy"], marker="*", s=140, color="gold", edgecolor="k", zorder=5, label="oracle")
     ax.set(xscale="log", xlabel="mean $ per problem" + (" (with routing cost)" if cost != "cost" else ""),
            ylabel="accuracy")
+    _sparse_log_ticks(ax.xaxis)
     ax.legend(fontsize="x-small", loc="lower right")
     return ax

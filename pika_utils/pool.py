@@ -41,44 +41,81 @@ def member_modes(params: Mapping[str, Any]) -> dict[str, dict]:
     return {"direct": {"budget": None}, f"cot{b}": {"budget": b}}
 
 
-def build_pool(params: Mapping[str, Any]) -> Pool:
-    """Rollouts, activations and a maj-vote probe for every (model, mode); outcomes on every
-    split (the routers pick their split), probabilities from each member's own probe."""
+#: Bump when what build_pool computes changes, so stored pools are recomputed.
+POOL_FORMAT = 1
+_TABLES = ("outcomes", "probs", "prefill", "probes")
+
+
+def member_runs(params: Mapping[str, Any]):
+    """The problems and every member's rollout run (computed once, then read from the store)."""
     problems, runs, _ = pipeline.rollout_stage(params)
-    outcomes, probs, prefill, probe_rows, dirs = [], [], [], [], {}
-    kw = dict(alphas=params["alphas"], n_boot=int(params["n_boot"]), seed=int(params["seed"]))
+    members = {}
     for model in params["models"]:
         for mode, spec in member_modes(params).items():
-            member = f"{model}/{mode}"
             if spec["budget"] is None:
-                run, p = runs[model], params
+                members[f"{model}/{mode}"] = (model, mode, runs[model], params)
             else:
                 run = pipeline.budget_runs(problems, model, params, [spec["budget"]])[spec["budget"]]
-                p = pipeline.reasoning_params(params)
-            s = run.summary
-            outcomes.append(pd.DataFrame({"member": member, "problem_id": s["problem_id"], "correct": s["maj_correct"].astype(int),
-                                          "cost": s["cost_per_rollout"], "split": s["split"], "success_rate": s["success_rate"]}))
-            prefill.append(prefill_costs(s[["problem_id", "prompt_tokens"]].assign(member=member, model=model),
-                                         params.get("prices")))
-            lm, acts = pipeline.activations_for(problems, model, p)
-            labels = P.labels_table(run.summary, problems, model)
-            row = {"member": member, "model": model, "mode": mode}
-            try:
-                rep = P.eoi_probe(acts, labels, "maj_correct", model=model, **kw)
-            except ValueError as e:  # e.g. a member that never succeeds: its best guess is a constant
-                base = float(labels.loc[labels["split"] == "train", "maj_correct"].mean())
-                p_all = np.full(len(labels), base)
-                row.update(probe="constant (train base rate)", auroc=np.nan, why=str(e)[:100])
-            else:
-                p_all = calibrated_probs(rep, acts, labels["problem_id"])
-                key = store.stable_hash([rep.best, acts.meta["key"], "maj_correct", labels["maj_correct"].tolist()])
-                dirs[member] = P.save_trained_probe(store.data_dir() / "probes" / f"{model}-{mode}-{key}", rep, acts,
-                                                    prompt_suffix=p.get("prompt_suffix") or "",
-                                                    system_prompt=p.get("system_prompt"), labels=labels)
-                row.update(probe=f"layer {rep.best['layer']}, position {rep.best['position']}",
-                           auroc=rep.metrics["test"], auroc_low=rep.metrics["ci_low"], auroc_high=rep.metrics["ci_high"])
-            probs.append(pd.DataFrame({"member": member, "problem_id": labels["problem_id"], "p": p_all}))
-            probe_rows.append(row)
+                members[f"{model}/{mode}"] = (model, mode, run, pipeline.reasoning_params(params))
+    return problems, members
+
+
+def pool_key(params: Mapping[str, Any], members: Mapping[str, tuple]) -> str:
+    """Everything that determines the pool's tables: each member's run (model weights, problems,
+    prompt, sampling), the activations read, the probe protocol and the prices."""
+    extract = {k: params.get(k) for k in ("extract_layers", "extract_dtype", "extract_batch_size", "token_layer_fracs")}
+    return store.stable_hash({"format": POOL_FORMAT, "runs": {m: v[2].meta["key"] for m, v in members.items()},
+                              "extract": extract, "alphas": list(params["alphas"]), "n_boot": int(params["n_boot"]),
+                              "seed": int(params["seed"]), "prices": params.get("prices") or {}})
+
+
+def build_pool(params: Mapping[str, Any]) -> Pool:
+    """The pool's tables, fitted once and stored under a key of what determines them, so the
+    second chapter that routes reads them instead of re-fitting every member's probe."""
+    problems, members = member_runs(params)
+    folder = store.data_dir() / "pools" / pool_key(params, members)
+    if (folder / "pool.json").exists():
+        meta = store.read_json(folder / "pool.json")
+        tables = {name: store.read_parquet(folder / f"{name}.parquet") for name in _TABLES}
+        return Pool(members=meta["members"], probe_dirs={m: Path(d) for m, d in meta["probe_dirs"].items()}, **tables)
+    pool = _fit_pool(params, problems, members)
+    for name in _TABLES:
+        store.write_parquet(folder / f"{name}.parquet", getattr(pool, name))
+    store.write_json(folder / "pool.json", {"members": pool.members, "probe_dirs": pool.probe_dirs,
+                                            "versions": store.versions(), "created": store.now_iso()})
+    return pool
+
+
+def _fit_pool(params: Mapping[str, Any], problems: pd.DataFrame, members: Mapping[str, tuple]) -> Pool:
+    """Rollouts, activations and a maj-vote probe for every (model, mode); outcomes on every
+    split (the routers pick their split), probabilities from each member's own probe."""
+    outcomes, probs, prefill, probe_rows, dirs = [], [], [], [], {}
+    kw = dict(alphas=params["alphas"], n_boot=int(params["n_boot"]), seed=int(params["seed"]))
+    for member, (model, mode, run, p) in members.items():
+        s = run.summary
+        outcomes.append(pd.DataFrame({"member": member, "problem_id": s["problem_id"], "correct": s["maj_correct"].astype(int),
+                                      "cost": s["cost_per_rollout"], "split": s["split"], "success_rate": s["success_rate"]}))
+        prefill.append(prefill_costs(s[["problem_id", "prompt_tokens"]].assign(member=member, model=model),
+                                     params.get("prices")))
+        lm, acts = pipeline.activations_for(problems, model, p)
+        labels = P.labels_table(run.summary, problems, model)
+        row = {"member": member, "model": model, "mode": mode}
+        try:
+            rep = P.eoi_probe(acts, labels, "maj_correct", model=model, **kw)
+        except ValueError as e:  # e.g. a member that never succeeds: its best guess is a constant
+            base = float(labels.loc[labels["split"] == "train", "maj_correct"].mean())
+            p_all = np.full(len(labels), base)
+            row.update(probe="constant (train base rate)", auroc=np.nan, why=str(e)[:100])
+        else:
+            p_all = calibrated_probs(rep, acts, labels["problem_id"])
+            key = store.stable_hash([rep.best, acts.meta["key"], "maj_correct", labels["maj_correct"].tolist()])
+            dirs[member] = P.save_trained_probe(store.data_dir() / "probes" / f"{model}-{mode}-{key}", rep, acts,
+                                                prompt_suffix=p.get("prompt_suffix") or "",
+                                                system_prompt=p.get("system_prompt"), labels=labels)
+            row.update(probe=f"layer {rep.best['layer']}, position {rep.best['position']}",
+                       auroc=rep.metrics["test"], auroc_low=rep.metrics["ci_low"], auroc_high=rep.metrics["ci_high"])
+        probs.append(pd.DataFrame({"member": member, "problem_id": labels["problem_id"], "p": p_all}))
+        probe_rows.append(row)
     return Pool(members=[r["member"] for r in probe_rows], outcomes=pd.concat(outcomes, ignore_index=True),
                 probs=pd.concat(probs, ignore_index=True), prefill=pd.concat(prefill, ignore_index=True),
                 probes=pd.DataFrame(probe_rows), probe_dirs=dirs)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
-from .metrics import auroc, bootstrap_ci, brier, ece, spearman
+from .metrics import bootstrap_ci, brier, ece
 from .probes import ALPHAS, LinearProbe, PlattScaler, check_labels, load_probe, probe_metric, save_probe, sweep
 
 #: target column -> probe task

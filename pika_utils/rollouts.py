@@ -1,7 +1,6 @@
 """K sampled rollouts per problem, graded, written in resumable chunks.
 
-One interface, two backends: ``transformers`` (batched ``generate``, CPU or GPU) and ``vllm``
-(``SamplingParams(n=K)``, where vLLM is installed). A run's folder is keyed by a hash of the
+Any backend of ``backends`` samples them (``transformers`` or ``vllm``). A run's folder is keyed by a hash of the
 model's weights, the problems, the prompt template and the sampling parameters; chunks are
 planned deterministically and each is seeded from its own problem ids, so a run killed at any
 point and started again produces exactly the rows an uninterrupted run would.
@@ -13,15 +12,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import grading, prices, store
+from .backends import Backend, make_backend
 from .budget import check_budget, generate_with_budget
 from .metrics import pass_at_k
 from .prompts import chat_prompts
+from .sampling import BUDGET_FIELDS, Completion, SamplingConfig  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -29,206 +29,6 @@ ROLLOUT_COLUMNS = (
     "problem_id", "model", "sample", "text", "extracted", "correct", "grade_reason",
     "prompt_tokens", "output_tokens", "finish_reason", "thinking_tokens", "answer_tokens", "budget_hit",
 )
-#: Sampling fields that only matter with a reasoning budget (left out of the key without one).
-BUDGET_FIELDS = ("budget", "answer_cue", "answer_tokens", "answer_temperature", "think_close")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Everything about sampling that changes the rollouts (and so the run's key)."""
-
-    k: int = 8
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 16
-    prompt_suffix: str = ""
-    system_prompt: str | None = None
-    seed: int = 0
-    chunk_size: int = 16  # problems per chunk (and per generate call)
-    # budget forcing (chapter 7): think for at most `budget` tokens, then close the thought,
-    # append the answer cue and generate at most `answer_tokens`; None: plain sampling
-    budget: int | None = None
-    answer_cue: str = "\nFinal answer: "
-    answer_tokens: int = 8
-    answer_temperature: float = 0.0
-    think_close: str = ""  # e.g. "\n</think>\n\n" for models with a thinking section
-
-    def key(self) -> dict:
-        """The fields that determine the rollouts (budget fields only when a budget is set)."""
-        d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if self.budget is not None or k not in BUDGET_FIELDS}
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.temperature == 0 and self.k > 1:
-            raise ValueError("temperature 0 is greedy: all k samples would be identical; use k=1")
-        if self.budget is not None and self.budget < 0:
-            raise ValueError(f"reasoning budget must be >= 0 tokens, got {self.budget}")
-        if self.budget is not None and self.answer_tokens < 1:
-            raise ValueError(f"answer_tokens must be >= 1 with a budget, got {self.answer_tokens}")
-
-
-@dataclass
-class Completion:
-    text: str
-    output_tokens: int
-    finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
-    thinking_tokens: int = 0  # budget forcing: tokens of thought before the answer cue
-    answer_tokens: int | None = None  # budget forcing: tokens after the cue (else output_tokens)
-    budget_hit: bool = False
-    answer_text: str | None = None  # the part that is graded (budget forcing: after the cue)
-
-
-class Backend(Protocol):
-    """Generates ``cfg.k`` completions for each prompt; ``identity`` keys the run's cache."""
-
-    name: str
-
-    def identity(self) -> dict: ...
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]: ...
-    def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]: ...
-
-
-class TransformersBackend:
-    """Batched sampling with ``model.generate``; left padding so every prompt ends where
-    generation starts."""
-
-    name = "transformers"
-
-    def __init__(self, lm, shared_prefill: bool = True) -> None:
-        self.lm = lm
-        self.tokenizer = lm.tokenizer
-        self.model = lm.model
-        self.shared_prefill = shared_prefill
-
-    def identity(self) -> dict:
-        return {"backend": self.name, "model": self.lm.name, "weights_sha256": self.lm.weights_sha256,
-                "chat_template": self.tokenizer.chat_template}
-
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
-
-    def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]:
-        """K samples per prompt. With ``shared_prefill`` each prompt is prefilled once and its
-        key-value cache copied K times, instead of prefilling K identical copies."""
-        import torch
-        from transformers import DynamicCache
-
-        tok = self.tokenizer
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        eos_ids = _eos_ids(self.model, tok)
-        sample = cfg.temperature > 0
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=cfg.max_new_tokens, do_sample=sample,
-            pad_token_id=tok.pad_token_id, eos_token_id=eos_ids,
-        )
-        if sample:
-            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        with torch.inference_mode():
-            if self.shared_prefill and cfg.k > 1 and ids.shape[1] > 1:
-                # prefill all but the last prompt token once, then repeat the cache K times;
-                # generate() processes only the uncached last token onwards
-                cache = DynamicCache(config=self.model.config)
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                           past_key_values=cache, use_cache=True)
-                cache.batch_repeat_interleave(cfg.k)
-                torch.manual_seed(seed)
-                out = self.model.generate(input_ids=ids.repeat_interleave(cfg.k, 0),
-                                          attention_mask=mask.repeat_interleave(cfg.k, 0),
-                                          past_key_values=cache, **kwargs)
-            else:
-                torch.manual_seed(seed)
-                out = self.model.generate(**enc, num_return_sequences=cfg.k, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:].cpu().numpy()
-        results: list[list[Completion]] = []
-        for i in range(len(prompts)):
-            row = []
-            for j in range(cfg.k):
-                ids = new[i * cfg.k + j]
-                stop = np.flatnonzero(np.isin(ids, eos_ids))
-                n = int(stop[0]) + 1 if len(stop) else len(ids)
-                text = tok.decode(ids[:n], skip_special_tokens=True)
-                row.append(Completion(text, n, "stop" if len(stop) else "length"))
-            results.append(row)
-        return results
-
-
-def _eos_ids(model, tok) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tok.eos_token_id is not None:
-        ids.add(tok.eos_token_id)
-    return sorted(ids)
-
-
-class VLLMBackend:
-    """vLLM sampling with ``SamplingParams(n=k)``: the paper's setting on GPUs."""
-
-    name = "vllm"
-
-    def __init__(self, model_id: str, **llm_kwargs) -> None:
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise ImportError(
-                "backend='vllm' needs vLLM, which is a CUDA build: create the GPU environment "
-                "with `conda env create -f environment.yml` (see README, 'GPUs and vLLM')"
-            ) from e
-        self.model_id = model_id
-        self.llm = LLM(model=model_id, **llm_kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.llm_kwargs = llm_kwargs
-
-    def identity(self) -> dict:
-        revision = None
-        try:
-            from huggingface_hub import model_info
-            revision = model_info(self.model_id).sha
-        except Exception as e:  # offline: key by id only, and say so
-            log.warning("could not resolve the hub revision of %s (%s); keying by id only", self.model_id, e)
-        return {"backend": self.name, "model": self.model_id, "revision": revision,
-                "chat_template": self.tokenizer.chat_template, "llm_kwargs": self.llm_kwargs}
-
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-
-    def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_new_tokens, seed=seed)
-        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        return [[Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
-                 for c in o.outputs] for o in outs]
-
-
-def make_backend(model: str, backend: str = "transformers", *, source: str = "auto",
-                 device: str | None = None, dtype: str = "float32", **kwargs) -> Backend:
-    """Resolve a model name through the registry and wrap it in the chosen backend."""
-    if backend == "transformers":
-        from .models import load_model
-        return TransformersBackend(load_model(model, source=source, device=device, dtype=dtype))
-    if backend == "vllm":
-        from .models import MODEL_REGISTRY
-        spec = MODEL_REGISTRY.get(model)
-        hub_id = spec.hub_id if spec is not None else model
-        if hub_id is None:
-            raise ValueError(f"model {model!r} has no hub id, so vLLM cannot load it; use backend='transformers'")
-        return VLLMBackend(hub_id, dtype=dtype if dtype != "float32" else "auto", **kwargs)
-    raise ValueError(f"unknown backend {backend!r}; choose 'transformers' or 'vllm'")
-
 
 # --------------------------------------------------------------------------------------------
 # The resumable run

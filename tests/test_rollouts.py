@@ -145,7 +145,7 @@ def test_shared_prefill_gives_the_same_greedy_outputs_as_plain_generate():
     model generates: compared greedily, row by row, against one plain generate per prompt."""
     from pika_utils.models import load_model
     from pika_utils.prompts import chat_prompts
-    from pika_utils.rollouts import TransformersBackend
+    from pika_utils.backends import TransformersBackend
 
     lm = load_model(MODEL, source="offline")
     prompts = chat_prompts(lm.tokenizer, ["What is 2 + 2?", "A much longer question, padded less: 17 * 3 - 4 = ?", "Hi"])

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from pika_utils import routing as R
+from pika_utils.router import Router
 from pika_utils import routing_metrics as RM
 
 S, M, B = "small/direct", "mid/direct", "big/direct"
@@ -244,7 +245,7 @@ def test_router_routes_by_utility_and_round_trips_as_json(saved_probes):
     lms = {a: lm, b: lm}
     pa, pb = (predict_texts(dirs[m], qs, lm=lm)["prob"].to_numpy() for m in (a, b))
     lam = max(0.0, float(np.median(pb - pa))) / (1 - 1 / 3)  # costs 1 and 3: about half go to each
-    router = R.Router(dirs, {a: 1.0, b: 3.0}, lam=lam)
+    router = Router(dirs, {a: 1.0, b: 3.0}, lam=lam)
     out = router.route(qs, lms=lms)
     np.testing.assert_allclose(out[f"p:{a}"], pa, atol=1e-9)
     np.testing.assert_allclose(out[f"p:{b}"], pb, atol=1e-9)
@@ -255,23 +256,23 @@ def test_router_routes_by_utility_and_round_trips_as_json(saved_probes):
     saved = json.loads(path.read_text())
     assert saved["lam"] == lam and saved["order"] == [a, b] and set(saved["probe_sha256"]) == {a, b}
     assert not any(d.startswith("/") for d in saved["probe_dirs"].values())  # relative: they move together
-    again = R.Router.load(path)
+    again = Router.load(path)
     pd.testing.assert_frame_equal(again.route(qs, lms=lms), out)
     pd.testing.assert_frame_equal(router.route(qs[:3]), out.iloc[:3])  # loads the model named in the probe JSON
-    priced = R.Router(dirs, lam=0.1)  # costs from the price table: same model, same price
+    priced = Router(dirs, lam=0.1)  # costs from the price table: same model, same price
     assert priced.costs[a] == priced.costs[b] > 0
 
 
 def test_router_cascade_consults_in_order(saved_probes):
     lm, dirs, qs, tmp = saved_probes
     a, b = dirs
-    first = R.Router(dirs, {a: 1.0, b: 3.0}, thresholds=[0.0]).route(qs, lms={a: lm, b: lm})
+    first = Router(dirs, {a: 1.0, b: 3.0}, thresholds=[0.0]).route(qs, lms={a: lm, b: lm})
     t = float(np.median(first[f"p:{a}"]))
-    out = R.Router(dirs, {a: 1.0, b: 3.0}, thresholds=[t]).route(qs, lms={a: lm, b: lm})
+    out = Router(dirs, {a: 1.0, b: 3.0}, thresholds=[t]).route(qs, lms={a: lm, b: lm})
     assert out[f"p:{b}"].isna().all()  # the last member answers without its probe
     assert out["member"].tolist() == [a if p >= t else b for p in out[f"p:{a}"]]
-    path = R.Router(dirs, {a: 1.0, b: 3.0}, thresholds=[t]).save(tmp / "cascade.json")
-    assert R.Router.load(path).thresholds == [t]
+    path = Router(dirs, {a: 1.0, b: 3.0}, thresholds=[t]).save(tmp / "cascade.json")
+    assert Router.load(path).thresholds == [t]
 
 
 def test_router_bad_input(saved_probes, tmp_path):
@@ -282,18 +283,18 @@ def test_router_bad_input(saved_probes, tmp_path):
     lm, dirs, qs, tmp = saved_probes
     a, b = dirs
     with pytest.raises(ValueError, match="exactly one of lam"):
-        R.Router(dirs, {a: 1.0, b: 3.0})
+        Router(dirs, {a: 1.0, b: 3.0})
     with pytest.raises(ValueError, match="one per non-final member"):
-        R.Router(dirs, {a: 1.0, b: 3.0}, thresholds=[0.2, 0.3])
+        Router(dirs, {a: 1.0, b: 3.0}, thresholds=[0.2, 0.3])
     with pytest.raises(ValueError, match=r"\['tiny-random-llama/b'\] have no price/cost"):
-        R.Router(dirs, {a: 1.0}, lam=0.1)
+        Router(dirs, {a: 1.0}, lam=0.1)
     with pytest.raises(ValueError, match="has no probe"):
-        R.Router({**dirs, "c": tmp_path / "nothing"}, {a: 1.0, b: 3.0, "c": 1.0}, lam=0.1)
+        Router({**dirs, "c": tmp_path / "nothing"}, {a: 1.0, b: 3.0, "c": 1.0}, lam=0.1)
     with pytest.raises(ValueError, match="lam"):
-        R.Router(dirs, {a: 1.0, b: 3.0}, lam=-1.0)
+        Router(dirs, {a: 1.0, b: 3.0}, lam=-1.0)
     copy = {m: shutil.copytree(d, tmp_path / m.replace("/", "_")) for m, d in dirs.items()}
-    path = R.Router(copy, {a: 1.0, b: 3.0}, lam=0.1).save(tmp_path / "r.json")
+    path = Router(copy, {a: 1.0, b: 3.0}, lam=0.1).save(tmp_path / "r.json")
     coef, info = load_probe(copy[a])
     save_probe(copy[a], coef * 2, {k: v for k, v in info.items() if k not in ("versions", "saved")})
     with pytest.raises(ValueError, match="changed since the router was saved"):
-        R.Router.load(path)
+        Router.load(path)

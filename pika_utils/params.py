@@ -1,0 +1,149 @@
+"""The book's parameters: every key a profile may set, with its type and allowed values, in one
+table. Chapters take their share with ``chapter_params(globals())`` and the runner checks a whole
+profile with ``check_params`` before any chapter runs, so a typo or a wrong type fails in seconds
+with the parameter's name."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its kind ('int', 'float', 'bool', 'str', 'list', 'dict', 'any'), whether
+    None is allowed, and an optional check that returns an error text or None."""
+
+    kind: str
+    optional: bool = False
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            return f"must be in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        return None
+    return check
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {list(allowed)}"
+
+
+def _list_of(kind: type, lo: float | None = None, hi: float | None = None, nonempty: bool = True):
+    def check(v: list) -> str | None:
+        if nonempty and not v:
+            return "must not be empty"
+        for x in v:
+            ok = isinstance(x, kind) and not isinstance(x, bool) if kind is not bool else isinstance(x, bool)
+            if kind is float and isinstance(x, int) and not isinstance(x, bool):
+                ok = True
+            if not ok:
+                return f"must hold {kind.__name__} values, got {x!r}"
+            if (lo is not None and x < lo) or (hi is not None and x > hi):
+                return f"values must be in [{lo}, {hi}], got {x!r}"
+        return None
+    return check
+
+
+def _fractions(v: list) -> str | None:
+    if len(v) != 3 or any(not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0 for x in v) \
+            or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+        return "must be three non-negative numbers (train, val, test) summing to 1"
+    return None
+
+
+def _pairs(v: list) -> str | None:
+    if any(not isinstance(p, (list, tuple)) or len(p) != 2 or not all(isinstance(s, str) for s in p) for p in v):
+        return "must be a list of [train_source, test_source] pairs"
+    return None
+
+
+PARAMETERS: dict[str, Param] = {
+    "profile": Param("str", help="the profile's name, shown in each chapter"),
+    "models": Param("list", check=_list_of(str), help="model names (registry), hub ids or local folders"),
+    "model_source": Param("str", check=_one_of("auto", "hub", "offline")),
+    "backend": Param("str", check=_one_of("transformers", "vllm")),
+    "problem_sources": Param("dict", check=lambda v: None if v else "must name at least one source"),
+    "split_fractions": Param("list", check=_fractions),
+    "k": Param("int", check=_range(1, 10_000), help="rollouts per problem"),
+    "temperature": Param("float", check=_range(0.0, 10.0)),
+    "top_p": Param("float", check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    "max_new_tokens": Param("int", check=_range(1, 1_000_000)),
+    "prompt_suffix": Param("str", optional=True),
+    "system_prompt": Param("str", optional=True),
+    "chunk_size": Param("int", check=_range(1, 100_000)),
+    "seed": Param("int", check=_range(0, 2**32 - 1)),
+    "prices": Param("dict", optional=True),
+    "extract_layers": Param("list", optional=True, check=_list_of(int, 0)),
+    "extract_dtype": Param("str", check=_one_of("float32", "float16", "bfloat16")),
+    "extract_batch_size": Param("int", check=_range(1, 100_000)),
+    "token_layer_fracs": Param("list", check=_list_of(float, 0.0, 1.0, nonempty=False)),
+    "ndif_remote": Param("bool"),
+    "targets": Param("list", check=lambda v: _list_of(str)(v) or _sub(v, ("success_rate", "maj_correct", "difficulty"))),
+    "alphas": Param("list", check=_list_of(float, 1e-12)),
+    "n_boot": Param("int", check=_range(10, 1_000_000)),
+    "transfer_pairs": Param("list", check=_pairs),
+    "poolings": Param("list", check=lambda v: _sub(v, ("attention", "linear_then_max", "linear_then_softmax",
+                                                        "linear_then_rolling_max"))),
+    "difficulty_kinds": Param("list", check=lambda v: _sub(v, ("designed_level", "human_irt", "math_level"))),
+    "budget_models": Param("list", check=_list_of(str, nonempty=False)),
+    "budgets": Param("list", check=_list_of(int, 0)),
+    "budget_k": Param("int", check=_range(1, 10_000)),
+    "budget_suffix": Param("str"),
+    "budget_system_prompt": Param("str", optional=True),
+    "answer_cue": Param("str", check=lambda v: None if v.strip() else "must not be blank"),
+    "answer_tokens": Param("int", check=_range(1, 100_000)),
+    "think_close": Param("str", optional=True),
+    "route_budget": Param("int", check=_range(0, 1_000_000)),
+    "cascade_grid": Param("int", check=_range(2, 1001)),
+}
+
+
+def _sub(v: list, allowed: tuple[str, ...]) -> str | None:
+    bad = [x for x in v if x not in allowed]
+    return f"unknown value(s) {bad}; allowed: {list(allowed)}" if bad else None
+
+
+def _kind_ok(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "list":
+        return isinstance(v, (list, tuple))
+    if kind == "dict":
+        return isinstance(v, Mapping)
+    return True
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of type and in range, or one error naming each bad key, its value and what it
+    accepts. Unknown keys are left to the runner (which names the chapters' parameters)."""
+    errors = []
+    for key, value in params.items():
+        spec = PARAMETERS.get(key)
+        if spec is None or (value is None and spec.optional):
+            continue
+        if not _kind_ok(spec.kind, value):
+            what = spec.kind + (" or null" if spec.optional else "")
+            errors.append(f"{key}={value!r}: must be a {what}, got {type(value).__name__}")
+            continue
+        why = spec.check(value) if spec.check else None
+        if why:
+            errors.append(f"{key}={value!r}: {why}")
+    if errors:
+        raise ValueError("bad parameter value(s):\n  " + "\n  ".join(errors))
+    return dict(params)
+
+
+def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """A chapter's parameters from its namespace (``globals()`` after the parameters cell):
+    every profile key it defines, checked, and nothing else."""
+    return check_params({k: namespace[k] for k in PARAMETERS if k in namespace})
