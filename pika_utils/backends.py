@@ -56,6 +56,8 @@ class TransformersBackend:
             max_new_tokens=cfg.max_new_tokens, do_sample=sample,
             pad_token_id=tok.pad_token_id, eos_token_id=eos_ids,
         )
+        if cfg.stop:  # a sequence that has written a stop string is finished (the batch ends when all are)
+            kwargs.update(stop_strings=list(cfg.stop), tokenizer=tok)
         if sample:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -84,9 +86,20 @@ class TransformersBackend:
                 stop = np.flatnonzero(np.isin(ids, eos_ids))
                 n = int(stop[0]) + 1 if len(stop) else len(ids)
                 text = tok.decode(ids[:n], skip_special_tokens=True)
-                row.append(Completion(text, n, "stop" if len(stop) else "length"))
+                finish = "stop" if len(stop) else "length"
+                cut = cut_at_stop(text, cfg.stop)
+                if cut is not None:  # count the tokens up to the one that completed the stop string
+                    n = next(m for m in range(1, n + 1) if cut_at_stop(tok.decode(ids[:m], skip_special_tokens=True), cfg.stop) is not None)
+                    text, finish = cut, "stop"
+                row.append(Completion(text, n, finish))
             results.append(row)
         return results
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
+    """The text before the first stop string, or None if none occurs."""
+    hits = [text.find(s) for s in stop if s in text]
+    return text[:min(hits)] if hits else None
 
 
 def _eos_ids(model, tok) -> list[int]:
@@ -132,7 +145,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_new_tokens, seed=seed)
+                                max_tokens=cfg.max_new_tokens, seed=seed, stop=list(cfg.stop) or None)
         outs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [[Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
                  for c in o.outputs] for o in outs]

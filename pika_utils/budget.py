@@ -38,7 +38,7 @@ def generate_with_budget(backend, prompts: Sequence[str], cfg, seed: int) -> lis
     the whole rollout, with thinking/answer token counts and whether the budget was hit."""
     k, budget = cfg.k, int(cfg.budget)
     if budget > 0:
-        thoughts = backend.generate(prompts, dataclasses.replace(cfg, max_new_tokens=budget, budget=None), seed)
+        thoughts = backend.generate(prompts, dataclasses.replace(cfg, max_new_tokens=budget, budget=None, stop=()), seed)
     else:
         thoughts = [[Completion("", 0, "stop") for _ in range(k)] for _ in prompts]
     cue = cfg.think_close + cfg.answer_cue

@@ -269,8 +269,9 @@ def grade(output: str, gold: str, *, timeout_s: float = 5.0) -> Grade:
 
 
 def majority_vote(answers: Sequence[str | None], *, timeout_s: float = 5.0) -> str | None:
-    """The most common answer, counting equivalent spellings ("0.5", "\\frac{1}{2}") together;
-    ties go to the answer seen first. Returns that group's first spelling, or None."""
+    """The most common answer, counting equivalent spellings ("0.5", "\\frac{1}{2}") together,
+    as that group's first spelling. A tie at the top is no majority (None), so the label never
+    depends on the order of the samples; None too when no sample has an answer."""
     groups: list[list] = []  # [first spelling, its cleaned form, exact value or None, count]
     by_value: dict[Fraction, list] = {}
     for a in answers:
@@ -290,7 +291,9 @@ def majority_vote(answers: Sequence[str | None], *, timeout_s: float = 5.0) -> s
         group[3] += 1
     if not groups:
         return None
-    return max(groups, key=lambda g: g[3])[0]  # max keeps the first of equal counts
+    top = max(g[3] for g in groups)
+    leaders = [g for g in groups if g[3] == top]
+    return leaders[0][0] if len(leaders) == 1 else None
 
 
 def grade_frame(df: pd.DataFrame, output_col: str = "text", gold_col: str = "answer") -> pd.DataFrame:

@@ -33,11 +33,24 @@ def auroc(y_true: Sequence[int], score: Sequence[float]) -> float:
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation; NaN when either side is constant."""
+    """Spearman rank correlation of target ``a`` and prediction ``b``; NaN when the target is
+    constant (nothing to rank), 0 when only the prediction is (a constant carries no ranking:
+    a length baseline on questions of one length is at chance, not undefined)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+    if len(a) < 2 or np.all(a == a[0]):
         return float("nan")
+    if np.all(b == b[0]):
+        return 0.0
     return float(stats.spearmanr(a, b).statistic)
+
+
+def spearman_ceiling(y: Sequence[float]) -> float:
+    """The highest Spearman a tie-free predictor can reach against ``y``: ties in the target (most
+    success rates exactly 0, say) keep it below 1, so a probe's score is read against it."""
+    y = np.asarray(y, dtype=float)
+    if len(y) < 2 or np.all(y == y[0]):
+        return float("nan")
+    return spearman(y, stats.rankdata(y, method="ordinal"))
 
 
 def ece(y_true: Sequence[int], prob: Sequence[float], n_bins: int = 10) -> float:

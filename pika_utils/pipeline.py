@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from . import store, tasks
+from .problem_table import rank_sample
 from .rollouts import RolloutRun, SamplingConfig, run_rollouts
 
 
@@ -30,7 +31,7 @@ def sampling_config(params: Mapping[str, Any]) -> SamplingConfig:
         k=int(params["k"]), temperature=float(params["temperature"]), top_p=float(params["top_p"]),
         max_new_tokens=int(params["max_new_tokens"]), prompt_suffix=params.get("prompt_suffix") or "",
         system_prompt=params.get("system_prompt"), seed=int(params["seed"]),
-        chunk_size=int(params["chunk_size"]),
+        chunk_size=int(params["chunk_size"]), stop=tuple(params.get("stop") or ()),
     )
 
 
@@ -93,9 +94,23 @@ def budget_config(params: Mapping[str, Any], budget: int) -> SamplingConfig:
     )
 
 
+def budget_problems(problems: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The problems the budget-forced runs see: all of them, or a seeded subset of
+    ``budget_limit`` drawn in proportion from every split (a problem keeps its split)."""
+    limit = params.get("budget_limit")
+    if limit is None or limit >= len(problems):
+        return problems
+    frac = limit / len(problems)
+    parts = [rank_sample(g, max(2, round(frac * len(g))), int(params["seed"])) for _, g in problems.groupby("split")]
+    out = pd.concat(parts, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
+    out.attrs = dict(problems.attrs)
+    return out
+
+
 def budget_runs(problems: pd.DataFrame, model: str, params: Mapping[str, Any],
                 budgets: Sequence[int]) -> dict[int, RolloutRun]:
     """One budget-forced rollout run per budget, same problems and prompt (so one extraction)."""
+    problems = budget_problems(problems, params)
     return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=params["backend"],
                                  source=params["model_source"], price_overrides=dict(params.get("prices") or {}))
             for b in budgets}

@@ -28,17 +28,21 @@ class Pool:
 
 
 def calibrated_probs(report: P.ProbeReport, acts, problem_ids) -> np.ndarray:
-    """Platt-calibrated success probabilities of a fitted binary probe for any problems."""
+    """Success probabilities of a fitted binary probe for any problems (Platt-calibrated where the
+    validation split allowed a fit)."""
     rows = acts.rows_for(list(problem_ids))
     logits = acts.layer(report.best["layer"], report.best["position"])[rows] @ report.coef
-    a, b = report.platt
+    a, b = report.platt if report.platt else (1.0, 0.0)  # no Platt fit: the probe's own probability
     return 1 / (1 + np.exp(-(a * logits + b)))
 
 
 def member_modes(params: Mapping[str, Any]) -> dict[str, dict]:
-    """The two modes: 'direct' (chapter 1's rollouts) and 'cot<B>' (budget forcing at B)."""
+    """The profile's modes (``pool_modes``): 'direct' (chapter 1's rollouts) and/or 'cot<B>'
+    (budget forcing at ``route_budget`` B)."""
     b = int(params["route_budget"])
-    return {"direct": {"budget": None}, f"cot{b}": {"budget": b}}
+    modes = {"direct": {"budget": None}, f"cot{b}": {"budget": b}}
+    wanted = params.get("pool_modes") or ["direct", "cot"]
+    return {name: spec for name, spec in modes.items() if name.rstrip("0123456789") in wanted}
 
 
 #: Bump when what build_pool computes changes, so stored pools are recomputed.

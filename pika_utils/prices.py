@@ -28,6 +28,7 @@ MODEL_SIZES_B: dict[str, float] = {
     "tiny-random-llama": 0.0001,
     "smollm2-135m": 0.135,
     "qwen2.5-coder-0.5b": 0.49,
+    "qwen2.5-coder-1.5b": 1.54,
     "qwen2.5-math-1.5b": 1.5,
     "qwen2.5-math-7b": 7.6,
     "r1-distill-qwen-7b": 7.6,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
-from .metrics import bootstrap_ci, brier, ece
+from .metrics import bootstrap_ci, brier, ece, spearman_ceiling
 from .probes import ALPHAS, LinearProbe, PlattScaler, check_labels, load_probe, probe_metric, save_probe, sweep
 
 #: target column -> probe task
@@ -50,31 +50,51 @@ def split_indices(labels: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+#: Platt scaling needs at least this many validation examples of each class; below it the raw
+#: probability is kept and the report says so (a slope fitted on one positive is meaningless).
+MIN_PLATT_CLASS = 5
+
+
 def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: Sequence[int],
                  positions: Sequence[int], labels: pd.DataFrame, target: str, *,
                  alphas: Sequence[float] = ALPHAS, n_boot: int = 1000, seed: int = 0) -> ProbeReport:
-    """Sweep on validation, refit the chosen cell on train, Platt-scale on validation, test."""
+    """Choose the cell without test (``probes.sweep``), refit it on the data it was chosen on,
+    Platt-scale on validation where both classes are there to fit it, and test."""
     task = TARGETS[target]
     if target not in labels:
         raise ValueError(f"labels lack the target column {target!r}")
     y = check_labels(labels[target].to_numpy(dtype=float), task, f"{target} labels")
     idx = split_indices(labels)
-    res = sweep(features, layers, positions, y, idx["train"], idx["val"], task, alphas)
+    res = sweep(features, layers, positions, y, idx["train"], idx["val"], task, alphas, seed=seed)
     b = res.best
+    cv = b["selection"].startswith(tuple("0123456789"))
+    fit_idx = np.concatenate([idx["train"], idx["val"]]) if cv else idx["train"]
     X = features(b["layer"], b["position"])
-    probe = LinearProbe(task, b["alpha"]).fit(X[idx["train"]], y[idx["train"]])
+    probe = LinearProbe(task, b["alpha"]).fit(X[fit_idx], y[fit_idx])
     s_val, s_test = probe.decision_function(X[idx["val"]]), probe.decision_function(X[idx["test"]])
     y_test = y[idx["test"]]
     test = pd.DataFrame({"problem_id": labels["problem_id"].to_numpy()[idx["test"]], "y": y_test, "score": s_test})
     metric = probe_metric(task)
     point, lo, hi = bootstrap_ci(metric, y_test, s_test, n_boot=n_boot, seed=seed)
-    metrics = {"test": point, "ci_low": lo, "ci_high": hi, "n_test": len(y_test), "val": b["val_score"]}
+    metrics = {"test": point, "ci_low": lo, "ci_high": hi, "n_test": len(y_test), "val": b["val_score"],
+               "selection": b["selection"]}
+    if task == "regression":
+        metrics["ceiling"] = spearman_ceiling(y_test)
     platt = None
     if task == "classification":
-        scaler = PlattScaler().fit(s_val, y[idx["val"]])
-        platt = (scaler.a_, scaler.b_)
+        y_val = y[idx["val"]]
+        n_min = int(min((y_val == 1).sum(), (y_val == 0).sum()))
         test["prob"] = 1 / (1 + np.exp(-s_test))
-        test["prob_platt"] = scaler.transform(s_test)
+        if n_min >= MIN_PLATT_CLASS and not cv:
+            scaler = PlattScaler().fit(s_val, y_val)
+            platt = (scaler.a_, scaler.b_)
+            test["prob_platt"] = scaler.transform(s_test)
+            metrics["platt"] = "fitted on validation"
+        else:
+            test["prob_platt"] = test["prob"]
+            metrics["platt"] = (f"skipped: the validation split has {n_min} example(s) of its rarer class "
+                                f"(< {MIN_PLATT_CLASS})" if n_min < MIN_PLATT_CLASS else
+                                "skipped: validation was used to fit the probe (cross-validated selection)")
         metrics.update(ece_raw=ece(y_test, test["prob"]), ece_platt=ece(y_test, test["prob_platt"]),
                        brier_raw=brier(y_test, test["prob"]), brier_platt=brier(y_test, test["prob_platt"]))
     return ProbeReport(name, target, task, res.table, b, test, metrics, probe.coef_, platt)
@@ -106,9 +126,11 @@ def tfidf_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
 
 
 def length_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
-    """Prompt length in tokens (standardised, with its sign learnt), same protocol."""
+    """Prompt length in tokens (standardised with the training split's mean and deviation, its
+    sign learnt), same protocol."""
     n = labels["prompt_tokens"].to_numpy(dtype=float)
-    X = ((n - n.mean()) / (n.std() or 1.0))[:, None]
+    train = n[labels["split"].to_numpy() == "train"]
+    X = ((n - train.mean()) / (train.std() or 1.0))[:, None]
     return run_protocol("length", lambda layer, pos: X, [0], [0], labels, target, **kw)
 
 
@@ -205,7 +227,7 @@ def predict_texts(path: str | Path, questions: Sequence[str], lm=None, batch_siz
     score = np.concatenate(feats) @ coef
     out = pd.DataFrame({"question": list(questions), "score": score})
     if info["task"] == "classification":
-        a, b = info["platt"]
+        a, b = info["platt"] or (1.0, 0.0)  # no Platt fit: the probe's own probability
         out["prob"] = 1 / (1 + np.exp(-(a * score + b)))
     return out
 

@@ -114,10 +114,59 @@ def ridge_path(X: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> np.ndar
 
 @dataclass
 class SweepResult:
-    """Validation scores for every (layer, position, alpha) and the chosen cell."""
+    """Selection scores for every (layer, position, alpha), the chosen cell, and how it was chosen."""
 
-    table: pd.DataFrame  # layer, position, alpha, val_score
-    best: dict
+    table: pd.DataFrame  # layer, position, alpha, val_score (mean over folds), val_se
+    best: dict  # layer, position, alpha, val_score, val_se, selection
+
+
+#: Below these, a validation split is too small to choose on: cross-validate over train+val.
+MIN_VAL_CLASS = 10  # members of the rarer class (binary targets)
+MIN_VAL_N = 40  # problems (continuous targets)
+
+
+def split_too_small(y_val: np.ndarray, task: str) -> bool:
+    """True when a validation split cannot rank probe settings reliably (e.g. one positive)."""
+    y_val = np.asarray(y_val, dtype=float)
+    if task == "classification":
+        return int(min((y_val == 1).sum(), (y_val == 0).sum())) < MIN_VAL_CLASS
+    return len(y_val) < MIN_VAL_N or len(np.unique(y_val)) < 3
+
+
+def _folds(idx: np.ndarray, y: np.ndarray, task: str, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if task == "classification":
+        n_min = int(min((y[idx] == 1).sum(), (y[idx] == 0).sum()))
+        k = max(2, min(n_folds, n_min))
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y[idx].astype(int))
+    else:
+        splitter = KFold(max(2, min(n_folds, len(idx) // 4)), shuffle=True, random_state=seed).split(idx)
+    return [(idx[a], idx[b]) for a, b in splitter]
+
+
+def _fold_scores(features, layers, positions, y, fit_idx, eval_idx, task, alphas) -> list[dict]:
+    metric = probe_metric(task)
+    ytr = check_labels(y[fit_idx], task, "training labels")
+    rows = []
+    for layer in layers:
+        for pos in positions:
+            X = features(layer, pos)
+            if task == "regression":
+                preds = X[eval_idx] @ ridge_path(X[fit_idx], ytr, alphas)
+                rows += [{"layer": layer, "position": pos, "alpha": a, "score": metric(y[eval_idx], s)}
+                         for a, s in zip(alphas, preds.T)]
+            else:  # strongest regularisation first, each fit warm-started from the last
+                clf = _logistic(warm_start=True)
+                for a in sorted(alphas, reverse=True):
+                    clf.set_params(C=1.0 / a).fit(X[fit_idx], ytr.astype(int))
+                    rows.append({"layer": layer, "position": pos, "alpha": a,
+                                 "score": metric(y[eval_idx], X[eval_idx] @ clf.coef_[0])})
+    return rows
+
+
+def _logistic(**kw) -> LogisticRegression:
+    return LogisticRegression(fit_intercept=False, max_iter=2000, **kw)
 
 
 def sweep(
@@ -129,36 +178,36 @@ def sweep(
     val_idx: np.ndarray,
     task: str,
     alphas: Sequence[float] = ALPHAS,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
 ) -> SweepResult:
-    """Score every layer, EOI position and alpha on the validation split and pick the best on
-    validation only. ``features(layer, position)`` returns the (N, d) matrix for all problems."""
+    """Score every layer, EOI position and alpha and pick one, never looking at test. On the
+    validation split when it is large enough; otherwise by ``n_folds``-fold cross-validation over
+    train+val, keeping the strongest regularisation within one standard error of the best.
+    ``features(layer, position)`` returns the (N, d) matrix for all problems."""
     y = np.asarray(y, dtype=float)
-    ytr = check_labels(y[train_idx], task, "training labels")
+    check_labels(y[train_idx], task, "training labels")
     if len(val_idx) < 2:
         raise ValueError(f"the validation split has {len(val_idx)} example(s); at least 2 are needed to pick alpha")
-    yva = y[val_idx]
-    metric = probe_metric(task)
-    rows = []
-    for layer in layers:
-        for pos in positions:
-            X = features(layer, pos)
-            if task == "regression":
-                W = ridge_path(X[train_idx], ytr, alphas)
-                preds = X[val_idx] @ W
-                for a, p in zip(alphas, preds.T):
-                    rows.append({"layer": layer, "position": pos, "alpha": a, "val_score": metric(yva, p)})
-            else:  # strongest regularisation first, each fit warm-started from the last
-                clf = LogisticRegression(fit_intercept=False, max_iter=2000, warm_start=True)
-                for a in sorted(alphas, reverse=True):
-                    clf.set_params(C=1.0 / a).fit(X[train_idx], ytr.astype(int))
-                    rows.append({"layer": layer, "position": pos, "alpha": a,
-                                 "val_score": metric(yva, X[val_idx] @ clf.coef_[0])})
-    table = pd.DataFrame(rows)
+    cv = split_too_small(y[val_idx], task)
+    folds = _folds(np.concatenate([train_idx, val_idx]), y, task, n_folds, seed) if cv else [(train_idx, val_idx)]
+    per_fold = [pd.DataFrame(_fold_scores(features, layers, positions, y, a, b, task, alphas)) for a, b in folds]
+    keys = ["layer", "position", "alpha"]
+    scores = pd.concat([f.assign(fold=i) for i, f in enumerate(per_fold)])
+    table = scores.groupby(keys, as_index=False)["score"].agg(
+        val_score="mean", val_se=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0)
     ok = table.dropna(subset=["val_score"])
     if ok.empty:
         raise ValueError("every validation score is NaN (a constant target on the validation split?)")
-    best = ok.sort_values(["val_score", "alpha"], ascending=[False, False]).iloc[0].to_dict()
+    top = ok.sort_values(["val_score", "alpha"], ascending=[False, False]).iloc[0]
+    if cv:  # one-standard-error rule: the strongest regularisation that is not clearly worse
+        near = ok[ok["val_score"] >= top["val_score"] - top["val_se"]]
+        top = near.sort_values(["alpha", "val_score"], ascending=[False, False]).iloc[0]
+    best = top.to_dict()
     best["layer"], best["position"] = int(best["layer"]), int(best["position"])
+    best["selection"] = (f"{len(folds)}-fold cross-validation over train+val (validation split too small), "
+                         "strongest alpha within one SE" if cv else "validation split, ties to the strongest alpha")
     return SweepResult(table, best)
 
 

@@ -43,7 +43,7 @@ class Router:
                 self.info[m] = load_probe(d)[1]
             except FileNotFoundError as e:
                 raise ValueError(f"pool member {m!r} has no probe: {e}") from None
-            if not (self.info[m].get("platt") or self.info[m].get("target") == "success_rate"):
+            if self.info[m].get("target") not in ("maj_correct", "success_rate"):
                 raise ValueError(f"member {m!r}: the probe in {d} predicts {self.info[m].get('target')!r}, not a "
                                  "success probability; save a binary (maj_correct) or success_rate probe")
         members = list(self.probe_dirs)

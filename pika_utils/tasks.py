@@ -13,12 +13,13 @@ from .hub_sources import HUB_DATASETS, HubSpec, HubUnavailableError, convert_hub
 from .problem_table import (DIFFICULTY_KINDS, PROBLEM_COLUMNS, SOURCES, SPLITS, make_splits,  # noqa: F401
                             validate_problems, write_problem_set)
 from .sources import (LADDER_LEVELS, MMATH_SUBSETS, LadderLevel, arithmetic_ladder, gsm_wheel_path,  # noqa: F401
-                      load_gsm8k100, load_mmath, safe_eval_arithmetic)
+                      load_gsm8k100, load_mmath, math500_levels, products,
+                      safe_eval_arithmetic)
 
 # --------------------------------------------------------------------------- one entry point
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
-    "ladder": arithmetic_ladder, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
+    "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
     **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
 }
 _LOADER_PARAMS = {"hub:" + n: inspect.signature(load_hub) for n in HUB_DATASETS}

@@ -290,7 +290,10 @@ def test_hard_deadline_kills_a_stuck_worker_and_recovers() -> None:
 
 @pytest.mark.parametrize("answers,expected", [
     (["0.5", r"\frac{1}{2}", "3", "3", "1/2"], "0.5"),  # 3 equivalent spellings beat two "3"
-    (["7", "5", "5", "7"], "7"),  # a tie goes to the answer seen first
+    (["7", "5", "5", "7"], None),  # a tie at the top is no majority
+    (["5", "7", "7", "5"], None),  # ... whatever the order of the samples
+    (["1", "2", "3", "4", "5", "6", "7", "8"], None),  # one correct of eight distinct answers is no majority
+    (["7", "5", "5", "7", "7"], "7"),
     ([None, "12", None, "1,2", "12"], "12"),
     ([r"\sqrt{8}", "3", r"2\sqrt{2}"], r"\sqrt{8}"),  # grouped by math-verify
     (["033", "33", "34"], "033"),
@@ -300,6 +303,12 @@ def test_hard_deadline_kills_a_stuck_worker_and_recovers() -> None:
 ])
 def test_majority_vote(answers, expected) -> None:
     assert majority_vote(answers) == expected
+
+
+def test_majority_label_does_not_depend_on_sample_order() -> None:
+    import itertools
+    answers = ["3", "3", "4", "4", "5"]
+    assert {majority_vote(list(p)) for p in itertools.permutations(answers)} == {None}
 
 
 def test_grade_frame_adds_grades_and_keeps_rows() -> None:
