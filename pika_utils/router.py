@@ -30,7 +30,7 @@ class Router:
         """``costs``: expected $ per member (e.g. ``expected_costs(outcomes)``); without them,
         each member's price for ``tokens`` (input, output) from the price table, which cannot
         tell two modes of one model apart: pass costs for those."""
-        from .probes import load_probe
+        from .probes import ProbeError, load_probe
 
         if (lam is None) == (thresholds is None):
             raise ValueError("give exactly one of lam (utility router) or thresholds (cascade router)")
@@ -43,6 +43,8 @@ class Router:
                 self.info[m] = load_probe(d)[1]
             except FileNotFoundError as e:
                 raise ValueError(f"pool member {m!r} has no probe: {e}") from None
+            except ProbeError as e:
+                raise ProbeError(f"pool member {m!r}: {e}") from None
             if self.info[m].get("target") not in ("maj_correct", "success_rate"):
                 raise ValueError(f"member {m!r}: the probe in {d} predicts {self.info[m].get('target')!r}, not a "
                                  "success probability; save a binary (maj_correct) or success_rate probe")
@@ -121,9 +123,19 @@ class Router:
         d = store.read_json(path)
         if d.get("kind") not in ("pika_utils.router.Router", "pika_utils.routing.Router"):  # the latter: saved before the split
             raise ValueError(f"{path} is not a saved Router (kind={d.get('kind')!r})")
+        need = {"probe_dirs": dict, "probe_sha256": dict, "costs": dict, "order": list}
+        for k, t in need.items():
+            if not isinstance(d.get(k), t):
+                raise ValueError(f"{path}: field {k!r} must be a JSON {'object' if t is dict else 'list'}, "
+                                 f"got {d.get(k)!r}; save the router again")
+        if set(d["probe_dirs"]) != set(d["probe_sha256"]):
+            raise ValueError(f"{path}: 'probe_dirs' and 'probe_sha256' name different members")
         dirs = {m: Path(path).resolve().parent / folder for m, folder in d["probe_dirs"].items()}
         for m, folder in dirs.items():
             f = folder / "probe.safetensors"
-            if f.exists() and store.file_sha256(f) != d["probe_sha256"][m]:
+            if not f.exists():
+                raise ValueError(f"{path}: the probe of {m!r} is missing ({f}); the router's JSON and its "
+                                 "probe folders must move together")
+            if store.file_sha256(f) != d["probe_sha256"][m]:
                 raise ValueError(f"the probe of {m!r} in {folder} changed since the router was saved; refit the router")
         return cls(dirs, d["costs"], lam=d["lam"], thresholds=d["thresholds"], order=d["order"])

@@ -158,3 +158,155 @@ def write_if_absent(path: str | Path, df: pd.DataFrame, metadata: dict | None = 
             "Choose another output folder or move the old file aside."
         )
     return write_parquet(path, df, metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunks that prove themselves: a sidecar records each chunk's sha256 and size, written before
+# the chunk is renamed into place; resume and read verify it, and a damaged chunk is moved aside
+# (never deleted) with a message that names it.
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def write_chunk(path: str | Path, data: bytes, metadata: dict | None = None) -> Path:
+    """Write ``data`` atomically with a JSON sidecar recording its sha256 and size (sidecar first:
+    the chunk's presence marks completion, and a chunk never exists without its checksum)."""
+    path = Path(path)
+    write_json(sidecar_path(path), {**(metadata or {}), "sha256": hashlib.sha256(data).hexdigest(),
+                                    "bytes": len(data)})
+    return atomic_write_bytes(path, data)
+
+
+def seal_file(tmp: str | Path, path: str | Path, metadata: dict | None = None) -> Path:
+    """Rename a finished temporary file to ``path`` after recording its sha256 and size in
+    ``path``'s sidecar (for writers that need a file, such as safetensors' ``save_file``)."""
+    tmp, path = Path(tmp), Path(path)
+    write_json(sidecar_path(path), {**(metadata or {}), "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size})
+    os.replace(tmp, path)
+    return path
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def write_parquet_chunk(path: str | Path, df: pd.DataFrame, metadata: dict | None = None) -> Path:
+    """A Parquet table written with ``write_chunk`` (sha256 and size in its sidecar)."""
+    return write_chunk(path, parquet_bytes(df), metadata)
+
+
+def safetensors_header_problem(path: Path) -> str | None:
+    """Why a safetensors file is truncated or not one (reads the 8-byte length and the header
+    only), or None when its header is consistent with its size."""
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"its header claims {n} bytes but the file has {size}"
+            header = json.loads(f.read(n))
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        return f"its header is unreadable ({type(e).__name__})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) != size:
+        return f"it has {size} bytes, its header describes {8 + n + max(ends, default=0)}"
+    return None
+
+
+def chunk_problem(path: str | Path, *, full: bool = True) -> str | None:
+    """Why a stored chunk cannot be trusted, or None. Checks the size (and with ``full`` the
+    sha256) recorded in its sidecar; chunks written before sidecars carried checksums get a
+    format check only (Parquet footer / safetensors header)."""
+    path = Path(path)
+    if not path.exists():
+        return "it is missing"
+    side = sidecar_path(path)
+    record = None
+    if side.exists():
+        try:
+            record = json.loads(side.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return f"its sidecar {side.name} is not valid JSON"
+    size = path.stat().st_size
+    if isinstance(record, dict) and "sha256" in record:
+        if size != record.get("bytes"):
+            return f"it has {size} bytes, its sidecar records {record.get('bytes')}"
+        if full and file_sha256(path) != record["sha256"]:
+            return "its sha256 differs from the one recorded when it was written (edited or damaged)"
+        return None
+    if path.suffix == ".safetensors":
+        return safetensors_header_problem(path)
+    if path.suffix == ".parquet":
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(0, size - 4))
+            tail = f.read(4)
+        if head != b"PAR1" or tail != b"PAR1":
+            return "it is not a complete Parquet file"
+    return None
+
+
+def move_aside(path: str | Path, why: str, *, what: str = "recomputed") -> Path:
+    """Rename a damaged file (and its sidecar) to ``<name>.damaged-<timestamp>`` and say so."""
+    import logging
+    import sys
+
+    path = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, dest)
+    side = sidecar_path(path)
+    if side.exists() and side != path:
+        os.replace(side, side.with_name(f"{side.name}.damaged-{stamp}"))
+    msg = f"{path} is damaged ({why}); moved it aside to {dest.name}; it will be {what}"
+    logging.getLogger("pika_utils.store").warning(msg)
+    print(f"[pika] {msg}", file=sys.stderr, flush=True)
+    return dest
+
+
+def chunk_ok(path: str | Path, *, full: bool = True) -> bool:
+    """True if ``path`` exists and matches its sidecar (size, and sha256 with ``full``); a damaged
+    chunk is moved aside (False: recompute it)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    why = chunk_problem(path, full=full)
+    if why is None:
+        return True
+    move_aside(path, why)
+    return False
+
+
+def chunk_manifest(paths: Iterable[str | Path]) -> dict[str, dict]:
+    """{file name: {sha256, bytes}} from the chunks' sidecars, for a run's meta.json."""
+    out = {}
+    for p in paths:
+        side = sidecar_path(p)
+        rec = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
+        out[Path(p).name] = {"sha256": rec.get("sha256"), "bytes": rec.get("bytes", Path(p).stat().st_size)}
+    return out
+
+
+def check_chunk_for_read(path: str | Path, manifest: dict | None = None) -> None:
+    """A cheap check before reading a stored chunk (size against the manifest, format header):
+    an error naming the file and what to do, instead of a reader's bare error."""
+    path = Path(path)
+    rec = (manifest or {}).get(path.name)
+    why = None
+    if not path.exists():
+        why = "it is missing"
+    elif rec and rec.get("bytes") is not None and path.stat().st_size != rec["bytes"]:
+        why = f"it has {path.stat().st_size} bytes, the manifest records {rec['bytes']}"
+    elif path.suffix == ".safetensors":
+        why = safetensors_header_problem(path)
+    if why:
+        raise ValueError(f"{path} is damaged ({why}). Run the same extraction again: the damaged "
+                         "chunk is moved aside and recomputed, and nothing else is redone.")

@@ -65,9 +65,9 @@ def test_seeded_runs_are_identical_across_folders(tmp_path):
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda d: d.assign(problem_id=["p000"] * len(d)), "duplicate problem_id"),
-    (lambda d: d.assign(question=[""] + list(d["question"][1:])), "empty question for problem_id.*p000"),
-    (lambda d: d.assign(answer=[None] + list(d["answer"][1:])), "no answer for problem_id.*p000"),
+    (lambda d: d.assign(problem_id=["p000"] * len(d)), "'problem_id'.*ids are unique"),
+    (lambda d: d.assign(question=[""] + list(d["question"][1:])), "'question'.*not empty.*row 0 \\(problem_id='p000'\\)"),
+    (lambda d: d.assign(answer=[None] + list(d["answer"][1:])), "'answer'.*gold answer.*problem_id='p000'"),
 ])
 def test_bad_problems_are_named(tmp_path, mutate, match):
     with pytest.raises(ValueError, match=match):
@@ -82,18 +82,17 @@ def test_unknown_model_and_missing_price(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing was written
 
 
-def test_corrupt_chunk_is_reported_and_left_alone(tmp_path):
+def test_corrupt_chunk_is_moved_aside_named_and_recomputed(tmp_path, capsys):
     problems = make_problems(6)
     run = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)
     (run.dir / "rollouts.parquet").unlink()  # as if the run had stopped before the final write
     chunk = run.dir / "chunks" / "chunk-00001.parquet"
     damaged = chunk.read_bytes()[:100]
     chunk.write_bytes(damaged)
-    with pytest.raises(ValueError, match="chunk-00001.parquet is corrupt or partial"):
-        run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)
-    assert chunk.read_bytes() == damaged
-    chunk.unlink()  # what the message says to do (move it aside) -> recomputed, identical
     again = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)
+    assert "chunk-00001.parquet is damaged" in capsys.readouterr().err
+    aside = list(chunk.parent.glob("chunk-00001.parquet.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept, never deleted
     pd.testing.assert_frame_equal(again.rollouts, run.rollouts)
 
 
