@@ -37,6 +37,22 @@ def check_labels(y, task: str, name: str = "labels") -> np.ndarray:
     return y
 
 
+def _fit_logistic(clf: LogisticRegression, X, y) -> bool:
+    """Fit, catching sklearn's ConvergenceWarning: whether the solver converged is a result to
+    record (``converged_``) and report, not a warning to print into a chapter."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(X, y)
+    others = [w for w in caught if not issubclass(w.category, ConvergenceWarning)]
+    for w in others:  # anything else is re-raised as it was
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return len(others) == len(caught)
+
+
 class LinearProbe(BaseEstimator):
     """A bias-free linear probe: ridge for ``task='regression'``, L2 logistic regression for
     ``task='classification'``; ``alpha`` is the L2 strength (C = 1/alpha for the logistic)."""
@@ -53,9 +69,11 @@ class LinearProbe(BaseEstimator):
         y = check_labels(y, self.task)
         if self.task == "regression":
             self.coef_ = ridge_path(X, y, [self.alpha])[:, 0]
+            self.converged_ = True  # closed form
         else:
             clf = LogisticRegression(C=1.0 / self.alpha, fit_intercept=False, max_iter=self.max_iter)
-            clf.fit(X, y.astype(int))
+            self.converged_ = _fit_logistic(clf, X, y.astype(int))
+            self.n_iter_ = int(np.max(clf.n_iter_))
             self.coef_ = clf.coef_[0]
             self.classes_ = np.array([0, 1])
         self.n_features_in_ = X.shape[1]
@@ -150,9 +168,9 @@ def sweep(
             else:  # strongest regularisation first, each fit warm-started from the last
                 clf = LogisticRegression(fit_intercept=False, max_iter=2000, warm_start=True)
                 for a in sorted(alphas, reverse=True):
-                    clf.set_params(C=1.0 / a).fit(X[train_idx], ytr.astype(int))
+                    converged = _fit_logistic(clf.set_params(C=1.0 / a), X[train_idx], ytr.astype(int))
                     rows.append({"layer": layer, "position": pos, "alpha": a,
-                                 "val_score": metric(yva, X[val_idx] @ clf.coef_[0])})
+                                 "val_score": metric(yva, X[val_idx] @ clf.coef_[0]), "converged": converged})
     table = pd.DataFrame(rows)
     ok = table.dropna(subset=["val_score"])
     if ok.empty:
@@ -167,7 +185,8 @@ class PlattScaler:
 
     def fit(self, logits, y):
         y = check_labels(y, "classification", "validation labels")
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits, dtype=float).reshape(-1, 1), y.astype(int))
+        lr = LogisticRegression(C=1e6, max_iter=1000)
+        self.converged_ = _fit_logistic(lr, np.asarray(logits, dtype=float).reshape(-1, 1), y.astype(int))
         self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 
