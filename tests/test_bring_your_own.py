@@ -196,3 +196,31 @@ def test_pika_label_and_route_end_to_end(tmp_path, capsys):
 
 def expect_member(router, question, lm) -> str:
     return router.route([question], lms={lm.name: lm})["member"].iloc[0]
+
+
+def test_readme_bring_your_own_is_followed_verbatim(tmp_path):
+    """Runs the bash commands of the README's 'Bring your own' section as written (with this
+    environment's Python for `.venv/bin/python`) and checks what they produce."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Bring your own problems and models", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    commands = [line for b in blocks for line in b.strip().splitlines() if line.strip()]
+    assert len(commands) == 2 and "data/examples/my_problems.jsonl" in section
+    env = {**os.environ, "PIKA_DATA_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        assert argv[0] == ".venv/bin/python"
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    problems = next((tmp_path / "runs" / "problems").glob("*/problems.json"))
+    files = store.read_json(problems)["sources"][0]["files"]
+    assert files[0]["sha256"] == store.file_sha256(EXAMPLE)
+    nb = json.loads((ROOT / "book" / "chapters" / "01_rollouts.ipynb").read_text())
+    shown = json.dumps([c.get("outputs") for c in nb["cells"]])
+    assert "file:my_problems" in shown and store.file_sha256(EXAMPLE)[:12] in shown  # the provenance note
