@@ -254,7 +254,7 @@ def extract_activations(
     # this order; ActivationSet.rows_for maps problem ids to rows)
     order = length_order(lm.tokenizer, prompts)
     problems, prompts = problems.iloc[order].reset_index(drop=True), [prompts[i] for i in order]
-    out = Path(out_root or store.data_dir() / "activations") / f"{lm.name}-{key}"
+    out = Path(out_root or store.data_dir() / "activations") / f"{store.path_safe(lm.name)}-{key}"
     n_chunks = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
     meta = {
         **key_obj, "key": key, "problem_ids": problems["problem_id"].tolist(), "n_chunks": n_chunks,
@@ -271,7 +271,7 @@ def extract_activations(
     from tqdm import tqdm
 
     dtype = _DTYPES[cfg.dtype]
-    for c in tqdm(range(n_chunks), desc=f"activations {lm.name}", disable=not progress):
+    for c in tqdm(range(n_chunks), desc=f"activations {lm.name}", disable=not store.show_progress(progress)):
         path = out / f"acts-{c:05d}.safetensors"
         if store.chunk_ok(path):  # checksum verified; a damaged chunk is moved aside and recomputed
             continue

@@ -121,6 +121,8 @@ def execute_chapters(
         dst = out_dir / f"{n}.ipynb"
         print(f"[book] executing {sources[n].relative_to(REPO_ROOT)} -> {dst}", flush=True)
         t0 = time.perf_counter()
+        saved_env = {k: os.environ.get(k) for k in store.QUIET_ENV}
+        os.environ.update(store.QUIET_ENV)  # the kernel inherits it: no progress bars in the pages
         try:
             papermill.execute_notebook(
                 str(sources[n]), str(dst), parameters=shares[n], kernel_name="python3",
@@ -131,8 +133,15 @@ def execute_chapters(
                 f"chapter notebooks/{n}.ipynb failed in cell {e.cell_index} (execution count "
                 f"{e.exec_count}): {e.ename}: {e.evalue}\nThe executed copy with the traceback is {dst}"
             ) from None
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         timings[n] = time.perf_counter() - t0
         _stamp(dst, params, timings[n])
+        tidy_executed(dst, shares[n], params.get("profile"))
         print(f"[book] {n}: {timings[n]:.1f} s", flush=True)
     store.write_json(out_dir / "_timings.json", {"timings_s": timings, "params": params, "created": store.now_iso()})
     return timings
@@ -145,6 +154,38 @@ def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
         "parameters": dict(params), "versions": store.versions(), "wall_s": round(seconds, 1),
         "executed": store.now_iso(),
     }
+    store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _value(v: Any, width: int = 70) -> str:
+    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    text = text.replace("|", "\\|").replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def tidy_executed(nb_path: Path, share: Mapping[str, Any], profile: str | None) -> None:
+    """Make an executed chapter read result-first: the notebook's default parameters and papermill's
+    injected ones are removed from the page, replaced by one collapsed table of this run's values,
+    and the setup cell (``chapter_params``) shows its output but hides its input."""
+    nb = json.loads(nb_path.read_text())
+    cells = nb["cells"]
+    last = -1
+    for i, c in enumerate(cells):
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if c["cell_type"] == "code" and ({"parameters", "injected-parameters"} & set(tags)):
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            last = i
+        elif c["cell_type"] == "code" and "chapter_params(" in "".join(c["source"]) and "hide-input" not in tags:
+            tags.append("hide-input")
+    if last < 0:
+        return
+    rows = "\n".join(f"| `{k}` | {_value(v)} |" for k, v in share.items())
+    note = (f"<details><summary>Parameters of this run (profile <code>{profile or 'custom'}</code>)</summary>\n\n"
+            f"| parameter | value |\n|---|---|\n{rows}\n\n</details>")
+    if not any(c["metadata"].get("pika") == "parameters-note" for c in cells):
+        cells.insert(last + 1, {"cell_type": "markdown", "id": "pika-parameters-note",
+                                "metadata": {"pika": "parameters-note"}, "source": note})
     store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
 
 

@@ -1,5 +1,8 @@
 """Command line: `pika book` runs the book for a profile; `pika rollouts` samples one model;
-`pika label` scores new questions with a saved probe."""
+`pika label` scores new questions with a saved probe; `pika route` routes them with a saved Router.
+Every ``--problems`` file may be JSONL, CSV or Parquet (columns ``question``, ``answer``, and
+optionally ``id``, ``difficulty``, ``domain``, ``split``), checked with errors that name the file,
+the column and the first bad rows; its sha256 is recorded in the output's metadata."""
 from __future__ import annotations
 
 import argparse
@@ -29,14 +32,53 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_record(path: str, table) -> dict:
+    """Where a command's input came from: the file, its sha256, its rows."""
+    from . import store
+
+    return {"input": {"path": str(Path(path).resolve()), "sha256": store.file_sha256(path), "rows": len(table)}}
+
+
+def _problems(path: str):
+    """A problem table from a file: one already in the book's schema (a problems.parquet the book
+    wrote) is used as it is; any other JSONL/CSV/Parquet file is read as a user's problem file."""
+    from .problem_table import PROBLEM_COLUMNS, validate_problems
+    from .user_files import load_file, read_problem_file
+
+    table = read_problem_file(path)
+    if set(PROBLEM_COLUMNS) <= set(table.columns):
+        return validate_problems(table)
+    return load_file(path)
+
+
+def _questions(args: argparse.Namespace):
+    """The questions of ``--problems FILE`` (column ``--column``) or of ``--question TEXT``."""
+    import pandas as pd
+
+    from .user_files import read_problem_file, validate_questions
+
+    if getattr(args, "question", None):
+        if args.problems:
+            raise SystemExit("give --problems FILE or --question TEXT, not both")
+        return pd.DataFrame({"question": args.question}), {"input": {"questions": args.question}}
+    if not args.problems:
+        raise SystemExit("give --problems FILE (JSONL, CSV or Parquet) or --question TEXT")
+    table = read_problem_file(args.problems)
+    if args.column != "question":
+        if args.column not in table:
+            raise SystemExit(f"{args.problems}: no column {args.column!r}; columns: {list(table.columns)}")
+        table = table.rename(columns={"question": "question_original"}).rename(columns={args.column: "question"})
+    validate_questions(table, args.problems, need_answer=False)
+    return table, _input_record(args.problems, table)
+
+
 def _rollouts(args: argparse.Namespace) -> int:
-    from .inputs import read_problem_file
     from .params import check_params
     from .rollouts import SamplingConfig, run_rollouts
 
     check_params({"k": args.k, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                   "max_new_tokens": args.max_new_tokens, "chunk_size": args.chunk_size})
-    problems = read_problem_file(args.problems)
+    problems = _problems(args.problems)
     cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
                          max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
                          seed=args.seed, chunk_size=args.chunk_size)
@@ -50,7 +92,6 @@ def _rollouts(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
     from . import store
-    from .inputs import read_table, validate_questions
     from .probe_protocol import predict_texts
     from .probes import validate_probe_dir
 
@@ -58,14 +99,46 @@ def _label(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {args.out}: the output must be a .parquet file")
-    table = read_table(args.problems, what="questions")
-    table = validate_questions(table, where=f"questions file {args.problems}", column=args.column, id_column=None)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size={args.batch_size}: must be >= 1")
-    scored = predict_texts(args.probe, table[args.column].tolist(), batch_size=args.batch_size)
+    table, record = _questions(args)
+    scored = predict_texts(args.probe, table["question"].astype(str).tolist(), batch_size=args.batch_size)
     out = table.assign(**{f"probe_{c}": scored[c].to_numpy() for c in scored.columns if c != "question"})
-    path = store.write_if_absent(args.out, out)
+    if args.column != "question":
+        out = out.rename(columns={"question": args.column, "question_original": "question"})
+    meta = {**record, "probe": str(Path(args.probe).resolve()),
+            "probe_sha256": store.file_sha256(Path(args.probe) / "probe.safetensors"), "versions": store.versions()}
+    path = store.write_if_absent(args.out, out, meta)
     print(f"wrote {len(out)} rows to {path}")
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    """Route new questions with a saved Router: the chosen member and every member's p(success)."""
+    import pandas as pd
+
+    from . import store
+    from .router import Router
+
+    path = Path(args.router)
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        found = [f for f in found if store.read_json(f).get("kind", "").endswith(".Router")] if found else []
+        if len(found) != 1:
+            raise SystemExit(f"{path}: expected one saved router JSON (Router.save) in the folder, found "
+                             f"{[f.name for f in found] or 'none'}; pass the JSON file itself")
+        path = found[0]
+    router = Router.load(path)
+    table, record = _questions(args)
+    routed = router.route(table["question"].astype(str).tolist(), source=args.source, batch_size=args.batch_size)
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        print(routed.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.out:
+        out = table.reset_index(drop=True).assign(**{c: routed[c].to_numpy() for c in routed.columns if c != "question"})
+        meta = {**record, "router": str(path.resolve()), "router_sha256": store.file_sha256(path),
+                "order": router.order, "lam": router.lam, "thresholds": router.thresholds, "versions": store.versions()}
+        written = store.write_if_absent(args.out, out, meta)
+        print(f"wrote {len(out)} rows to {written}")
     return 0
 
 
@@ -83,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(func=_book)
 
     r = sub.add_parser("rollouts", help="sample and grade K rollouts per problem (resumable)")
-    r.add_argument("--problems", required=True, help="Parquet file with problem_id, question, answer")
+    r.add_argument("--problems", required=True, help="JSONL, CSV or Parquet file with question, answer (id, ...)")
     r.add_argument("--model", required=True)
     r.add_argument("--k", type=int, default=8)
     r.add_argument("--temperature", type=float, default=0.7)
@@ -100,18 +173,35 @@ def main(argv: list[str] | None = None) -> int:
 
     lab = sub.add_parser("label", help="score questions with a saved probe (writes a new file)")
     lab.add_argument("--probe", required=True, help="folder with probe.safetensors + probe.json")
-    lab.add_argument("--problems", required=True, help="Parquet, JSON or JSONL table of questions")
+    lab.add_argument("--problems", help="JSONL, CSV or Parquet table of questions")
+    lab.add_argument("--question", action="append", help="one question (repeat for several)")
     lab.add_argument("--column", default="question")
     lab.add_argument("--out", required=True, help="output Parquet file (never overwritten)")
     lab.add_argument("--batch-size", type=int, default=16)
     lab.set_defaults(func=_label)
 
+    ro = sub.add_parser("route", help="route questions with a saved Router (prints the chosen member)")
+    ro.add_argument("--router", required=True, help="a saved router JSON (Router.save) or its folder")
+    ro.add_argument("--problems", help="JSONL, CSV or Parquet table of questions")
+    ro.add_argument("--question", action="append", help="one question (repeat for several)")
+    ro.add_argument("--column", default="question")
+    ro.add_argument("--out", help="output Parquet file (never overwritten)")
+    ro.add_argument("--source", default="auto", choices=["auto", "hub", "offline"], help="where the members' models load from")
+    ro.add_argument("--batch-size", type=int, default=16)
+    ro.set_defaults(func=_route)
+
     args = p.parse_args(argv)
+    import logging
+    import os
+
+    from .user_files import ProblemFileError
+
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    logging.getLogger("pika_utils").setLevel(logging.INFO)  # e.g. which source a model came from
+
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        import os
-
+    except (ProblemFileError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         if os.environ.get("PIKA_TRACEBACK"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

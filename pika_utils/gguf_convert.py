@@ -96,6 +96,29 @@ def convert_pypi_gguf(spec, out: Path) -> None:
             gguf_sha256=spec.gguf_sha256, gguf_files=[str(f) for f in files])
 
 
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def gguf_file_sha256(path: Path) -> str:
+    """sha256 of a user's GGUF file, hashed once per process (keyed by path, size and mtime)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = file_sha256(path)
+    return _SHA_MEMO[key]
+
+
+def convert_gguf_file(path: Path, out: Path, sha256: str) -> None:
+    """A user's own GGUF file: dequantized and saved once, its sha256 recorded beside the weights."""
+    path = Path(path)
+    quant = _gguf_quant(path)
+    log.info("%s: converting to safetensors once (about a minute)", path)
+    save_gguf_as_safetensors(path, out)
+    check_sha256(path, sha256, fix="The file changed while it was being converted; run again.")
+    finish(out, f"gguf:{path.resolve()} (GGUF {quant} dequantized, cached safetensors)",
+           gguf_sha256=sha256, gguf_files=[str(path.resolve())])
+
+
 def save_gguf_as_safetensors(gguf_path: Path, out: Path) -> None:
     """transformers refuses save_pretrained on a GGUF-loaded model, so move its (dequantized)
     tensors into a plain model built on the meta device (no copy) and save that."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .cpu import set_torch_threads
-from .gguf_convert import check_sha256, convert_pypi_gguf  # noqa: F401 - check_sha256 re-exported
+from .gguf_convert import check_sha256, convert_gguf_file, convert_pypi_gguf, gguf_file_sha256  # noqa: F401
 from .hub import HUB_CHECK_TIMEOUT_S, env_flag, hf_cache, hub_reachable  # noqa: F401
 from .model_cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, weights_sha256  # noqa: F401
 from .store import cache_dir, read_json, stable_hash, versions
@@ -68,6 +68,11 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
 )}
 
 
+#: Every model loaded in this process: name -> where it came from (read by ``provenance.note``).
+LOADED: dict[str, dict] = {}
+_FALLBACKS_SAID: set[str] = set()
+
+
 class ModelUnavailableError(RuntimeError):
     """No source could provide the model (hub unreachable and no offline copy)."""
 
@@ -115,6 +120,12 @@ def resolve_spec(name: str) -> ModelSpec:
     """The registered spec, or an ad-hoc hub/local spec for names with a '/'."""
     if name in MODEL_REGISTRY:
         return MODEL_REGISTRY[name]
+    if name.lower().endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist (working directory: {Path.cwd()}); "
+                                    "give the path of a .gguf file, a registered name, a hub id or a folder")
+        return ModelSpec(name, None, f"gguf:{path.resolve()}", math.nan, "unknown", "a user's GGUF file")
     if "/" in name:
         if Path(name).is_dir():
             return ModelSpec(name, None, f"dir:{name}", math.nan, "unknown", "local folder")
@@ -150,8 +161,9 @@ def load_model(name: str, *, source: str = "auto", device: str | None = None,
             raise ModelUnavailableError(_hub_help(spec, hub_reason))
         msg = (f"{spec.name}: using the offline source {spec.offline}, not the hub copy of {spec.hub_id}, "
                f"because {hub_reason}")
-        warnings.warn(msg, stacklevel=2)
-        log.info(msg)
+        if spec.name not in _FALLBACKS_SAID:  # said once per model per process; the chapter's
+            _FALLBACKS_SAID.add(spec.name)    # provenance note (``provenance.note``) states it once too
+            log.warning(msg)
     elif source == "hub":
         raise ValueError(f"model {name!r} has no hub id; use source='offline' or 'auto'")
     elif revision is not None:
@@ -180,6 +192,7 @@ def _load_folder(name: str, folder: Path, source: str, sha: str, fallback_reason
         trust_remote_code=trust_remote_code, **kw)
     model = model.to(device).eval()
     _prepare_tokenizer(name, tok, model)
+    LOADED[name] = {"source": source, "weights_sha256": sha, "fallback_reason": fallback_reason}
     return LoadedModel(name, model, tok, source, sha, fallback_reason)
 
 
@@ -247,6 +260,9 @@ def _offline_cache_path(spec: ModelSpec) -> Path | None:
         return cache_dir() / "models" / f"{spec.name}-{stable_hash(tiny_recipe())}"
     if spec.offline and spec.offline.startswith("pypi:"):
         return cache_dir() / "models" / f"{spec.name}-{stable_hash([spec.gguf_sha256, BUILD_VERSION])}"
+    if spec.offline and spec.offline.startswith("gguf:"):  # keyed by the file's content, not its path
+        path = Path(spec.offline[5:])
+        return cache_dir() / "models" / f"gguf-{path.stem}-{stable_hash([gguf_file_sha256(path), BUILD_VERSION])}"
     return None
 
 
@@ -261,6 +277,9 @@ def _offline_folder(spec: ModelSpec) -> tuple[Path, str, str]:
     if not is_complete(final):
         if spec.offline == "local:tiny":
             build_atomically(final, lambda tmp: build_tiny(tmp, spec.name))
+        elif spec.offline.startswith("gguf:"):
+            path = Path(spec.offline[5:])
+            build_atomically(final, lambda tmp: convert_gguf_file(path, tmp, gguf_file_sha256(path)))
         else:
             build_atomically(final, lambda tmp: convert_pypi_gguf(spec, tmp))
     meta = read_json(final / META_FILE)

@@ -113,7 +113,7 @@ def _fit_pool(params: Mapping[str, Any], problems: pd.DataFrame, members: Mappin
         else:
             p_all = calibrated_probs(rep, acts, labels["problem_id"])
             key = store.stable_hash([rep.best, acts.meta["key"], "maj_correct", labels["maj_correct"].tolist()])
-            dirs[member] = P.save_trained_probe(store.data_dir() / "probes" / f"{model}-{mode}-{key}", rep, acts,
+            dirs[member] = P.save_trained_probe(store.data_dir() / "probes" / f"{store.path_safe(model)}-{mode}-{key}", rep, acts,
                                                 prompt_suffix=p.get("prompt_suffix") or "",
                                                 system_prompt=p.get("system_prompt"), labels=labels)
             row.update(probe=f"layer {rep.best['layer']}, position {rep.best['position']}",

@@ -38,6 +38,22 @@ def check_labels(y, task: str, name: str = "labels") -> np.ndarray:
     return y
 
 
+def _fit_logistic(clf: LogisticRegression, X, y) -> bool:
+    """Fit, catching sklearn's ConvergenceWarning: whether the solver converged is a result to
+    record (``converged_``) and report, not a warning to print into a chapter."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(X, y)
+    others = [w for w in caught if not issubclass(w.category, ConvergenceWarning)]
+    for w in others:  # anything else is re-raised as it was
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return len(others) == len(caught)
+
+
 class LinearProbe(BaseEstimator):
     """A bias-free linear probe: ridge for ``task='regression'``, L2 logistic regression for
     ``task='classification'``; ``alpha`` is the L2 strength (C = 1/alpha for the logistic)."""
@@ -54,9 +70,11 @@ class LinearProbe(BaseEstimator):
         y = check_labels(y, self.task)
         if self.task == "regression":
             self.coef_ = ridge_path(X, y, [self.alpha])[:, 0]
+            self.converged_ = True  # closed form
         else:
             clf = LogisticRegression(C=1.0 / self.alpha, fit_intercept=False, max_iter=self.max_iter)
-            clf.fit(X, y.astype(int))
+            self.converged_ = _fit_logistic(clf, X, y.astype(int))
+            self.n_iter_ = int(np.max(clf.n_iter_))
             self.coef_ = clf.coef_[0]
             self.classes_ = np.array([0, 1])
         self.n_features_in_ = X.shape[1]
@@ -160,8 +178,8 @@ def _fold_scores(features, layers, positions, y, fit_idx, eval_idx, task, alphas
             else:  # strongest regularisation first, each fit warm-started from the last
                 clf = _logistic(warm_start=True)
                 for a in sorted(alphas, reverse=True):
-                    clf.set_params(C=1.0 / a).fit(X[fit_idx], ytr.astype(int))
-                    rows.append({"layer": layer, "position": pos, "alpha": a,
+                    converged = _fit_logistic(clf.set_params(C=1.0 / a), X[fit_idx], ytr.astype(int))
+                    rows.append({"layer": layer, "position": pos, "alpha": a, "converged": converged,
                                  "score": metric(y[eval_idx], X[eval_idx] @ clf.coef_[0])})
     return rows
 
@@ -198,6 +216,8 @@ def sweep(
     scores = pd.concat([f.assign(fold=i) for i, f in enumerate(per_fold)])
     table = scores.groupby(keys, as_index=False)["score"].agg(
         val_score="mean", val_se=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0)
+    if "converged" in scores:
+        table = table.merge(scores.groupby(keys, as_index=False)["converged"].all(), on=keys)
     ok = table.dropna(subset=["val_score"])
     if ok.empty:
         raise ValueError("every validation score is NaN (a constant target on the validation split?)")
@@ -217,7 +237,8 @@ class PlattScaler:
 
     def fit(self, logits, y):
         y = check_labels(y, "classification", "validation labels")
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits, dtype=float).reshape(-1, 1), y.astype(int))
+        lr = LogisticRegression(C=1e6, max_iter=1000)
+        self.converged_ = _fit_logistic(lr, np.asarray(logits, dtype=float).reshape(-1, 1), y.astype(int))
         self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 

@@ -19,7 +19,9 @@ SOURCES: tuple[str, ...] = (
     "ladder", "products", "mmath-math500", "mmath-aime2024", "mmath-aime2025", "mmath-cnmo", "gsm8k100",
     "math-lighteval", "gsm8k", "aime-1983-2024", "aime-2025", "e2h-amc",
 )
-DIFFICULTY_KINDS: tuple[str, ...] = ("designed_level", "human_irt", "math_level", "none")
+#: A user's own problem file is the source ``file:<name>`` (see ``user_files.load_file``).
+FILE_SOURCE_PREFIX = "file:"
+DIFFICULTY_KINDS: tuple[str, ...] = ("designed_level", "human_irt", "math_level", "user", "none")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _STR_COLUMNS = ("problem_id", "source", "question", "answer", "difficulty_kind", "split")
 
@@ -53,8 +55,8 @@ def validate_problems(df: pd.DataFrame) -> pd.DataFrame:
         (_blank(out["problem_id"]), "empty problem_id", "give every row a stable id"),
         (_blank(out["question"]), "empty question", "drop these rows or fix their loader"),
         (_blank(out["answer"]), "missing answer", "drop these rows or supply the final answer"),
-        (~out["source"].isin(SOURCES), "unknown source",
-         f"use one of {list(SOURCES)} (or add a new one to tasks.SOURCES)"),
+        (~(out["source"].isin(SOURCES) | out["source"].astype(str).str.startswith(FILE_SOURCE_PREFIX)),
+         "unknown source", f"use one of {list(SOURCES)}, 'file:<name>' (or add a new one to tasks.SOURCES)"),
         (~out["difficulty_kind"].isin(DIFFICULTY_KINDS), "bad difficulty_kind",
          f"use one of {list(DIFFICULTY_KINDS)}"),
         (~out["split"].fillna("").isin(SPLITS + ("",)), "bad split",
@@ -155,6 +157,9 @@ def make_splits(df: pd.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2), 
     for _, group in groups:
         order = _strata_order(group, stratify[1:], seed)
         split.loc[order] = [SPLITS[k] for k in _allocate(len(order), fractions)]
+    if "split_given" in df.columns:  # a user's file may fix some rows' split; those keep it
+        given = df["split_given"].fillna("").astype(str)
+        split[given.ne("")] = given[given.ne("")]
     out = df.copy()
     out["split"] = split
     out.attrs = {**df.attrs, "split_seed": seed, "split_fractions": list(fractions),

