@@ -52,23 +52,22 @@ def _problems(path: str):
 
 
 def _questions(args: argparse.Namespace):
-    """The questions of ``--problems FILE`` (column ``--column``) or of ``--question TEXT``."""
+    """The questions of ``--problems FILE`` (column ``--column``) or of ``--question TEXT``,
+    checked by the one input validator (``inputs``)."""
     import pandas as pd
 
-    from .user_files import read_problem_file, validate_questions
+    from .inputs import read_table, validate_questions
 
     if getattr(args, "question", None):
         if args.problems:
-            raise SystemExit("give --problems FILE or --question TEXT, not both")
+            raise ValueError("give --problems FILE or --question TEXT, not both")
         return pd.DataFrame({"question": args.question}), {"input": {"questions": args.question}}
     if not args.problems:
-        raise SystemExit("give --problems FILE (JSONL, CSV or Parquet) or --question TEXT")
-    table = read_problem_file(args.problems)
+        raise ValueError("give --problems FILE (JSONL, CSV or Parquet) or --question TEXT")
+    table = read_table(args.problems, what="questions")
+    table = validate_questions(table, where=f"questions file {args.problems}", column=args.column, id_column=None)
     if args.column != "question":
-        if args.column not in table:
-            raise SystemExit(f"{args.problems}: no column {args.column!r}; columns: {list(table.columns)}")
         table = table.rename(columns={"question": "question_original"}).rename(columns={args.column: "question"})
-    validate_questions(table, args.problems, need_answer=False)
     return table, _input_record(args.problems, table)
 
 

@@ -111,6 +111,12 @@ PARAMETERS: dict[str, Param] = {
     "route_budget": Param("int", check=_range(0, 1_000_000)),
     "pool_modes": Param("list", check=lambda v: _sub(v, ("direct", "cot")) or (None if v else "must not be empty"),
                         help="each model in the pool answering directly and/or step by step (cot, at route_budget)"),
+    "model_limits": Param("dict", optional=True,
+                          check=lambda v: None if all(isinstance(n, int) and not isinstance(n, bool) and n >= 2
+                                                      for n in v.values()) else "values must be integers >= 2",
+                          help="{model: n}: that model answers a seeded subset of n problems (splits kept)"),
+    "difficulty_models": Param("list", optional=True, check=_list_of(str, nonempty=False),
+                               help="the models whose activations chapter 4 reads for human difficulty"),
     "budget_limit": Param("int", optional=True, check=_range(2, 10_000_000),
                           help="budget-forced runs on at most this many problems (a seeded subset, splits kept)"),
     "difficulty_sources": Param("dict", optional=True,

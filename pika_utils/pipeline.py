@@ -35,12 +35,30 @@ def sampling_config(params: Mapping[str, Any]) -> SamplingConfig:
     )
 
 
+def subset(problems: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """A seeded subset of at most ``limit`` problems drawn in proportion from every split (a
+    problem keeps its split, growing ``limit`` only adds problems); all of them when None."""
+    if limit is None or limit >= len(problems):
+        return problems
+    frac = limit / len(problems)
+    parts = [rank_sample(g, max(2, round(frac * len(g))), seed) for _, g in problems.groupby("split")]
+    out = pd.concat(parts, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
+    out.attrs = dict(problems.attrs)
+    return out
+
+
+def model_problems(problems: pd.DataFrame, model: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The problems ``model`` runs on: all, or the subset its ``model_limits`` entry allows (a
+    large model on a small machine answers fewer problems; the same ones in every chapter)."""
+    return subset(problems, (params.get("model_limits") or {}).get(model), int(params.get("seed", 0)))
+
+
 def rollouts_for_models(problems: pd.DataFrame, models: Sequence[str], cfg: SamplingConfig, *,
                         backend: str = "transformers", model_source: str = "auto",
-                        prices: Mapping | None = None) -> dict[str, RolloutRun]:
-    """Run (or reuse) every model's rollouts on the same problems and sampling settings."""
-    return {m: run_rollouts(problems, m, cfg, backend=backend, source=model_source,
-                            price_overrides=dict(prices or {})) for m in models}
+                        prices: Mapping | None = None, limits: Mapping[str, int] | None = None) -> dict[str, RolloutRun]:
+    """Run (or reuse) every model's rollouts on the same problems (or its ``limits`` subset)."""
+    return {m: run_rollouts(subset(problems, (limits or {}).get(m), cfg.seed), m, cfg, backend=backend,
+                            source=model_source, price_overrides=dict(prices or {})) for m in models}
 
 
 def combined_summary(runs: Mapping[str, RolloutRun]) -> pd.DataFrame:
@@ -60,7 +78,8 @@ def rollout_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Ro
     per-problem summary (computed once, then read back from the store)."""
     problems = problem_set(params["problem_sources"], split_fractions=params["split_fractions"], seed=params["seed"])
     runs = rollouts_for_models(problems, params["models"], sampling_config(params), backend=params["backend"],
-                               model_source=params["model_source"], prices=params.get("prices"))
+                               model_source=params["model_source"], prices=params.get("prices"),
+                               limits=params.get("model_limits"))
     return problems, runs, combined_summary(runs)
 
 
@@ -78,6 +97,7 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
     cfg = ExtractionConfig(layers=params.get("extract_layers"), dtype=params.get("extract_dtype", "float32"),
                            batch_size=int(params.get("extract_batch_size", 16)), token_layers=tuple(token_layers),
                            remote=bool(params.get("ndif_remote", False)))
+    problems = model_problems(problems, model, params)
     return lm, extract_activations(problems, lm, prompt_suffix=params.get("prompt_suffix") or "",
                                    system_prompt=params.get("system_prompt"), cfg=cfg)
 
@@ -97,14 +117,7 @@ def budget_config(params: Mapping[str, Any], budget: int) -> SamplingConfig:
 def budget_problems(problems: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
     """The problems the budget-forced runs see: all of them, or a seeded subset of
     ``budget_limit`` drawn in proportion from every split (a problem keeps its split)."""
-    limit = params.get("budget_limit")
-    if limit is None or limit >= len(problems):
-        return problems
-    frac = limit / len(problems)
-    parts = [rank_sample(g, max(2, round(frac * len(g))), int(params["seed"])) for _, g in problems.groupby("split")]
-    out = pd.concat(parts, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
-    out.attrs = dict(problems.attrs)
-    return out
+    return subset(problems, params.get("budget_limit"), int(params["seed"]))
 
 
 def budget_runs(problems: pd.DataFrame, model: str, params: Mapping[str, Any],

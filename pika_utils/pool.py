@@ -46,7 +46,7 @@ def member_modes(params: Mapping[str, Any]) -> dict[str, dict]:
 
 
 #: Bump when what build_pool computes changes, so stored pools are recomputed.
-POOL_FORMAT = 1
+POOL_FORMAT = 2
 _TABLES = ("outcomes", "probs", "prefill", "probes")
 
 
@@ -120,8 +120,11 @@ def _fit_pool(params: Mapping[str, Any], problems: pd.DataFrame, members: Mappin
                        auroc=rep.metrics["test"], auroc_low=rep.metrics["ci_low"], auroc_high=rep.metrics["ci_high"])
         probs.append(pd.DataFrame({"member": member, "problem_id": labels["problem_id"], "p": p_all}))
         probe_rows.append(row)
-    return Pool(members=[r["member"] for r in probe_rows], outcomes=pd.concat(outcomes, ignore_index=True),
-                probs=pd.concat(probs, ignore_index=True), prefill=pd.concat(prefill, ignore_index=True),
+    # members may answer different subsets (``model_limits``): route the problems all of them answered
+    tables = [pd.concat(x, ignore_index=True) for x in (outcomes, probs, prefill)]
+    common = set.intersection(*[set(g["problem_id"]) for _, g in tables[0].groupby("member")])
+    tables = [x[x["problem_id"].isin(common)].reset_index(drop=True) for x in tables]
+    return Pool(members=[r["member"] for r in probe_rows], outcomes=tables[0], probs=tables[1], prefill=tables[2],
                 probes=pd.DataFrame(probe_rows), probe_dirs=dirs)
 
 

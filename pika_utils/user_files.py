@@ -18,7 +18,7 @@ from .store import file_sha256
 #: Columns a problem file must have, and the ones it may have.
 FILE_REQUIRED = ("question", "answer")
 FILE_OPTIONAL = ("id", "difficulty", "domain", "split")
-FILE_FORMATS = {".jsonl": "JSONL", ".csv": "CSV", ".parquet": "Parquet"}
+FILE_FORMATS = {".jsonl": "JSONL", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet"}
 
 
 class ProblemFileError(ValueError):
@@ -32,39 +32,22 @@ def _rows(idx, limit: int = 5) -> str:
 
 
 def read_problem_file(path: str | Path) -> pd.DataFrame:
-    """Read a JSONL, CSV or Parquet file of questions into a DataFrame (one row per problem),
-    with errors that name the file and, for JSONL, the line that does not parse."""
+    """Read a JSONL, CSV or Parquet file of questions into a DataFrame (one row per problem) with
+    the one table reader (``inputs.read_table``: the file, line and byte of what it refuses)."""
+    from .inputs import read_table
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"problem file {path} does not exist (working directory: {Path.cwd()})")
-    suffix = path.suffix.lower()
-    if suffix not in FILE_FORMATS:
-        raise ProblemFileError(f"{path}: unknown format {suffix or '(no suffix)'!r}; "
+    if path.suffix.lower() not in FILE_FORMATS:
+        raise ProblemFileError(f"{path}: unknown format {path.suffix or '(no suffix)'!r}; "
                                f"use one of {', '.join(FILE_FORMATS)}")
-    if suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemFileError(f"{path}: line {n} is not valid JSON ({e.msg}): {line[:80]!r}") from None
-            if not isinstance(rec, dict):
-                raise ProblemFileError(f"{path}: line {n} is a JSON {type(rec).__name__}, not an object "
-                                       "with 'question' and 'answer'")
-            records.append(rec)
-        df = pd.DataFrame(records)
-    elif suffix == ".csv":
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise ProblemFileError(f"{path}: not a readable CSV file ({e})") from None
-    else:
-        try:
-            df = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises several types for damaged files
-            raise ProblemFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    from .inputs import InputError
+
+    try:
+        df = read_table(path, what="problems")
+    except InputError as e:
+        raise ProblemFileError(str(e)) from None
     if df.empty:
         raise ProblemFileError(f"{path}: no rows; a problem file needs one problem per row")
     return df.reset_index(drop=True)
@@ -78,10 +61,16 @@ def validate_questions(df: pd.DataFrame, where: str, *, need_answer: bool = True
         raise ProblemFileError(f"{where}: missing column(s) {missing}; it has {list(df.columns)}. "
                                f"A problem file needs {list(need)} and may have {list(FILE_OPTIONAL)}.")
     errors = []
+    q = df["question"]
+    not_text = q.map(lambda v: v is not None and not isinstance(v, str) and not (isinstance(v, float) and math.isnan(v)))
+    if not_text.any():
+        kinds = ", ".join(sorted({type(v).__name__ for v in q[not_text]}))
+        errors.append(f"column 'question' is not text in rows {_rows(np.flatnonzero(not_text))} (got {kinds})")
     for col in need:
         bad = df[col].isna() | df[col].astype(str).str.strip().eq("")
         if bad.any():
-            errors.append(f"column {col!r} is empty in {int(bad.sum())} row(s): rows {_rows(np.flatnonzero(bad))}")
+            errors.append(f"column {col!r} is empty in {int(bad.sum())} row(s): rows {_rows(np.flatnonzero(bad))} "
+                          + ("(every problem has a gold answer)" if col == "answer" else "(it must not be empty)"))
     if "id" in df.columns:
         ids = df["id"].astype(str).str.strip()
         blank = df["id"].isna() | ids.eq("")
