@@ -164,6 +164,8 @@ def _main():
         exec(code, env)
     except SystemExit as e:
         return "exit_before_tests", "SystemExit(" + repr(e.code) + ") before the tests finished"
+    except SyntaxError as e:  # the candidate compiled by a test harness
+        return "syntax_error", type(e).__name__ + ": " + str(e)
     except AssertionError as e:
         return "assertion", ("AssertionError: " + str(e)).strip()
     except MemoryError as e:
