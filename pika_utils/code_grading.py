@@ -14,6 +14,8 @@ import pandas as pd
 
 from . import sandbox
 
+#: Every grading verdict: the sandbox's, and no_code when a reply holds no program.
+REASONS = (*sandbox.REASONS, "no_code")
 #: Limits for graded programs: HumanEval's tests finish in well under a second.
 GRADING_LIMITS = sandbox.Limits(wall_s=6.0, cpu_s=4, memory_mb=512, file_mb=1)
 
