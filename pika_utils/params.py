@@ -122,6 +122,12 @@ PARAMETERS: dict[str, Param] = {
     "difficulty_sources": Param("dict", optional=True,
                                 help="problems with a human difficulty, read for chapter 4's probe (activations only)"),
     "cascade_grid": Param("int", check=_range(2, 1001)),
+    # the code domain (chapter 10)
+    "code_sources": Param("dict", check=lambda v: None if v else "must name at least one code source",
+                          help="code problem sources, e.g. {humaneval: {limit: 60}}"),
+    "code_models": Param("list", check=_list_of(str), help="models whose programs are generated and run"),
+    "code_k": Param("int", check=_range(1, 10_000), help="programs sampled per code problem"),
+    "code_max_new_tokens": Param("int", check=_range(1, 1_000_000), help="token limit of a program"),
 }
 
 

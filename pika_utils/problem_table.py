@@ -18,10 +18,16 @@ PROBLEM_COLUMNS: tuple[str, ...] = (
 SOURCES: tuple[str, ...] = (
     "ladder", "products", "mmath-math500", "mmath-aime2024", "mmath-aime2025", "mmath-cnmo", "gsm8k100",
     "math-lighteval", "gsm8k", "aime-1983-2024", "aime-2025", "e2h-amc",
+    "humaneval", "livecodebench", "mbpp",
 )
 #: A user's own problem file is the source ``file:<name>`` (see ``user_files.load_file``).
 FILE_SOURCE_PREFIX = "file:"
-DIFFICULTY_KINDS: tuple[str, ...] = ("designed_level", "human_irt", "math_level", "user", "none")
+#: Problem domains: 'math' (graded by comparing answers) and 'code' (graded by running tests in the
+#: sandbox). The ``domain`` column is optional and defaults to 'math'; code rows also carry
+#: ``tests`` and ``entry_point`` (see code_tasks).
+DOMAINS: tuple[str, ...] = ("math", "code")
+CODE_COLUMNS: tuple[str, ...] = ("tests", "entry_point")
+DIFFICULTY_KINDS: tuple[str, ...] = ("designed_level", "human_irt", "math_level", "platform_level", "user", "none")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _STR_COLUMNS = ("problem_id", "source", "question", "answer", "difficulty_kind", "split")
 
@@ -50,7 +56,15 @@ def validate_problems(df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"problem table lacks columns {missing}; it needs {list(PROBLEM_COLUMNS)} "
                          "(build it with tasks.load_problems or add the columns).")
     out = df[list(PROBLEM_COLUMNS) + [c for c in df.columns if c not in PROBLEM_COLUMNS]].copy()
+    # the domain column appears only once a code source is in the table (maths-only tables keep
+    # their schema, so problem sets written before it existed are still the same files)
+    domain = out["domain"].fillna("math").astype("str") if "domain" in out.columns else pd.Series("math", index=out.index)
+    if "domain" in out.columns:
+        out["domain"] = domain
+        for c in CODE_COLUMNS:
+            out[c] = out[c].fillna("").astype("str") if c in out.columns else ""
     errors: list[str] = []
+    code = domain.eq("code")
     checks = [
         (_blank(out["problem_id"]), "empty problem_id", "give every row a stable id"),
         (_blank(out["question"]), "empty question", "drop these rows or fix their loader"),
@@ -61,6 +75,9 @@ def validate_problems(df: pd.DataFrame) -> pd.DataFrame:
          f"use one of {list(DIFFICULTY_KINDS)}"),
         (~out["split"].fillna("").isin(SPLITS + ("",)), "bad split",
          "use 'train', 'val', 'test', or '' before make_splits"),
+        (~domain.isin(DOMAINS), "unknown domain", f"use one of {list(DOMAINS)}"),
+        (code & _blank(out["tests"]) if code.any() else code,
+         "code problem without tests", "give every code problem a test program (see code_tasks)"),
     ]
     dup = out["problem_id"].duplicated(keep=False) & ~_blank(out["problem_id"])
     checks.append((dup, "duplicate problem_id", "make ids unique (the same problem loaded twice?)"))
@@ -82,6 +99,11 @@ def validate_problems(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = out[col].fillna("").astype("str")
     out["difficulty"] = difficulty.astype("float64")
     return out
+
+
+def domains(df: pd.DataFrame) -> pd.Series:
+    """Each problem's domain ('math' where the table has no domain column)."""
+    return df["domain"].fillna("math") if "domain" in df.columns else pd.Series("math", index=df.index)
 
 
 def question_id(source: str, question: str) -> str:

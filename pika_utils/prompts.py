@@ -8,6 +8,9 @@ from typing import Sequence
 PAPER_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 #: Short direct answers, for small models on a CPU.
 DIRECT_SUFFIX = "Reply with just the number."
+#: Code problems (chapter 10): a complete function in one fenced block, graded by its tests.
+CODE_SUFFIX = ("Write the complete Python function, with any imports it needs, in one ```python code block. "
+               "No explanation, no tests.")
 
 
 def user_message(question: str, suffix: str = "") -> str:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import grading, prices, store
+from . import graders, grading, prices, store
 from .backends import Backend, make_backend
 from .budget import check_budget, generate_with_budget
 from .metrics import pass_at_k
@@ -141,7 +141,7 @@ def run_rollouts(
                              "prompt_tokens": npt, "output_tokens": c.output_tokens, "finish_reason": c.finish_reason,
                              "thinking_tokens": c.thinking_tokens, "budget_hit": c.budget_hit,
                              "answer_tokens": c.answer_tokens if c.answer_tokens is not None else c.output_tokens})
-        chunk = grading.grade_frame(pd.DataFrame(rows), output_col="graded", gold_col="answer")
+        chunk = graders.grade_frame(pd.DataFrame(rows), by_id, output_col="graded", gold_col="answer")
         chunk = chunk[list(ROLLOUT_COLUMNS)]
         store.write_parquet_chunk(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
                             metadata={"chunk": i, "problems": ids, "seconds": seconds, "device": str(getattr(be, "model", None) and be.model.device)})

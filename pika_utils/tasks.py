@@ -9,8 +9,10 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from .grading import last_boxed  # noqa: F401 - re-exported: the one boxed-answer extractor
+from .code_tasks import LOADERS as CODE_LOADERS
+from .code_tasks import load_humaneval  # noqa: F401
 from .hub_sources import HUB_DATASETS, HubSpec, HubUnavailableError, convert_hub_frame, load_hub  # noqa: F401
-from .problem_table import (DIFFICULTY_KINDS, PROBLEM_COLUMNS, SOURCES, SPLITS, make_splits,  # noqa: F401
+from .problem_table import (DIFFICULTY_KINDS, DOMAINS, PROBLEM_COLUMNS, SOURCES, SPLITS, make_splits,  # noqa: F401
                             validate_problems, write_problem_set)
 from .sources import (LADDER_LEVELS, MMATH_SUBSETS, LadderLevel, arithmetic_ladder, gsm_wheel_path,  # noqa: F401
                       load_gsm8k100, load_mmath, math500_levels, products, safe_eval_arithmetic)
@@ -22,6 +24,7 @@ LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
     "file": load_file,
     **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
+    **CODE_LOADERS,  # humaneval (offline), hub:livecodebench, hub:mbpp
 }
 _LOADER_PARAMS = {"hub:" + n: inspect.signature(load_hub) for n in HUB_DATASETS}
 

@@ -127,7 +127,7 @@ def load_file(path: str | Path | None = None, paths: Sequence[str | Path] | None
             "answer": df["answer"].astype(str).str.strip(), "difficulty": diff,
             "difficulty_kind": np.where(diff.notna(), "user", "none"), "split": "",
             "split_given": df["split"].fillna("").astype(str).str.strip() if "split" in df else "",
-            "domain": df["domain"].fillna("").astype(str) if "domain" in df else "", "meta": meta})
+            "domain": df["domain"].fillna("").astype(str).replace("", "math") if "domain" in df else "math", "meta": meta})
         dup = out["problem_id"].duplicated(keep=False)
         if dup.any():
             raise ProblemFileError(f"{f}: the same question appears in rows {_rows(np.flatnonzero(dup))}; "

@@ -1,0 +1,174 @@
+"""The code domain: loaders, the problem table's domain column, extracting and grading programs
+(run for real in the sandbox), rollouts on code problems, cross-domain probes, and chapter 10."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pika_utils import code_grading, code_tasks, graders, problem_table, tasks
+from pika_utils.code_tasks import convert_code_frame
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return tasks.load_problems({"humaneval": {}})
+
+
+def test_humaneval_loads_offline_with_tests_and_entry_points(humaneval):
+    assert len(humaneval) == 164 and set(humaneval["domain"]) == {"code"}
+    row = humaneval.set_index("problem_id").loc["humaneval-000"]
+    assert row["entry_point"] == "has_close_elements"
+    assert "def check(candidate)" in row["tests"] and row["tests"].rstrip().endswith("check(has_close_elements)")
+    assert row["answer"].startswith(row["question"])  # prompt + canonical solution
+    assert humaneval.attrs["sources"][0]["name"] == "humaneval"
+    few = tasks.load_problems({"humaneval": {"limit": 5}}, seed=1)
+    assert len(few) == 5 and set(few["problem_id"]) <= set(humaneval["problem_id"])
+
+
+def test_domain_column_is_optional_and_code_needs_tests(humaneval):
+    maths = tasks.load_problems({"ladder": {"n_per_level": 2, "levels": [1]}})
+    assert "domain" not in maths.columns  # maths-only tables keep their schema
+    both = tasks.load_problems({"ladder": {"n_per_level": 2, "levels": [1]}, "humaneval": {"limit": 3}})
+    assert both["domain"].value_counts().to_dict() == {"code": 3, "math": 2}
+    assert (both.loc[both["domain"] == "math", "tests"] == "").all()
+    split = tasks.make_splits(both)
+    assert set(split["split"]) <= {"train", "val", "test"}
+    bad = humaneval.head(2).copy()
+    bad.loc[bad.index[0], "tests"] = " "
+    with pytest.raises(ValueError, match="code problem without tests.*humaneval"):
+        problem_table.validate_problems(bad)
+    bad = humaneval.head(1).assign(domain="poetry")
+    with pytest.raises(ValueError, match="unknown domain"):
+        problem_table.validate_problems(bad)
+
+
+def test_extract_code():
+    fenced = "Here you go:\n```python\ndef f(x):\n    return x\n```\nand a test:\n```python\nprint(f(1))\n```"
+    assert code_grading.extract_code(fenced, "f") == "def f(x):\n    return x"
+    assert code_grading.extract_code("```py\ndef g():\n    return 1", "g") == "def g():\n    return 1"  # cut off
+    assert code_grading.extract_code("def h():\n    return 2\n") == "def h():\n    return 2"
+    assert code_grading.extract_code("Sure! The answer:\nimport math\ndef h():\n    return math.pi").startswith("import math")
+    assert code_grading.extract_code("I cannot help with that.") is None
+    assert code_grading.extract_code("") is None
+
+
+def test_grading_a_humaneval_problem_for_real(humaneval):
+    p = humaneval.set_index("problem_id").loc[["humaneval-000"]].reset_index()
+    right = ("```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+             "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```")
+    wrong = right.replace("< threshold", "> threshold")
+    loops = "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n        pass\n```"
+    exits = "```python\nimport sys\nsys.exit(0)\ndef has_close_elements(numbers, threshold):\n    return True\n```"
+    grades = code_grading.grade_codes([right, wrong, "no code here", loops, exits, "```python\ndef has_close(:\n```"],
+                                      p, ["humaneval-000"] * 6, workers=2,
+                                      limits=code_grading.GRADING_LIMITS.__class__(wall_s=2, cpu_s=1))
+    assert [g.reason for g in grades] == ["pass", "assertion", "no_code", "timeout", "exit_before_tests", "syntax_error"]
+    assert [g.correct for g in grades] == [True] + [False] * 5  # `List` came from the prompt's imports
+
+
+def _lcb_frame():
+    return pd.DataFrame([
+        {"question_id": "abc001", "question_content": "Print the sum of two integers.", "platform": "atcoder",
+         "contest_id": "abc", "contest_date": "2023-05-01", "question_title": "Sum", "difficulty": "easy",
+         "starter_code": "", "metadata": "{}",
+         "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+                                          {"input": "5 7\n", "output": "12\n", "testtype": "stdin"}])},
+        {"question_id": "lc2", "question_content": "Return the largest number.", "platform": "leetcode",
+         "contest_id": "w1", "contest_date": "2023-05-02", "question_title": "Max", "difficulty": "hard",
+         "starter_code": "class Solution:\n    def biggest(self, nums: List[int], k: int) -> int:\n        ",
+         "metadata": json.dumps({"func_name": "biggest"}),
+         "public_test_cases": json.dumps([{"input": "[1, 5, 2]\n0", "output": "5", "testtype": "functional"}])},
+    ])
+
+
+def test_livecodebench_conversion_and_both_kinds_of_tests_run():
+    probs = convert_code_frame("livecodebench", _lcb_frame())
+    assert list(probs["problem_id"]) == ["lcb-abc001", "lcb-lc2"] and set(probs["source"]) == {"livecodebench"}
+    assert list(probs["difficulty"]) == [1.0, 3.0] and set(probs["difficulty_kind"]) == {"platform_level"}
+    assert list(probs["entry_point"]) == ["", "biggest"] and "Complete this code" in probs["question"].iloc[1]
+    outs = ["```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+            "```python\nimport sys\na, b = map(int, sys.stdin.read().split())\nprint(a - b)\n```",
+            "```python\nclass Solution:\n    def biggest(self, nums, k):\n        return max(nums)\n```",
+            "```python\nclass Solution:\n    def biggest(self, nums, k):\n        return min(nums)\n```"]
+    grades = code_grading.grade_codes(outs, probs, ["lcb-abc001", "lcb-abc001", "lcb-lc2", "lcb-lc2"], workers=2)
+    assert [(g.correct, g.reason) for g in grades] == [(True, "pass"), (False, "assertion"), (True, "pass"),
+                                                       (False, "assertion")]
+
+
+def test_mbpp_conversion_and_reference_passes():
+    frame = pd.DataFrame([{"task_id": 11, "prompt": "Write a function to remove the first and last occurrence of a character.",
+                           "code": "def remove_Occ(s, ch):\n    i = s.find(ch)\n    s = s[:i] + s[i + 1:] if i >= 0 else s\n"
+                                   "    j = s.rfind(ch)\n    return s[:j] + s[j + 1:] if j >= 0 else s\n",
+                           "test_list": ['assert remove_Occ("hello","l") == "heo"', 'assert remove_Occ("abcda","a") == "bcd"'],
+                           "test_imports": [], "source_file": "x"}])
+    probs = convert_code_frame("mbpp", frame)
+    assert probs["entry_point"].iloc[0] == "remove_Occ" and 'assert remove_Occ("hello"' in probs["question"].iloc[0]
+    assert code_grading.reference_check(probs, workers=1)["correct"].all()
+
+
+def test_code_hub_sources_fail_fast_offline_naming_humaneval(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("hub:livecodebench", "hub:mbpp"):
+        with pytest.raises(tasks.HubUnavailableError, match="humaneval"):
+            tasks.load_problems({name: {"limit": 3}})
+
+
+def test_graders_dispatch_by_domain(humaneval):
+    maths = tasks.load_problems({"ladder": {"n_per_level": 1, "levels": [1]}})
+    problems = pd.concat([maths, humaneval.head(1)], ignore_index=True)
+    m_id, c_id = maths["problem_id"].iloc[0], humaneval["problem_id"].iloc[0]
+    ref = humaneval["answer"].iloc[0]
+    rows = pd.DataFrame({"problem_id": [m_id, c_id, m_id, c_id],
+                         "text": [maths["answer"].iloc[0], f"```python\n{ref}\n```", "-99999", "pass"],
+                         "answer": [maths["answer"].iloc[0], ref, maths["answer"].iloc[0], ref]}, index=[10, 11, 12, 13])
+    out = graders.grade_frame(rows, problems)
+    assert list(out.index) == [10, 11, 12, 13]
+    assert list(out["correct"]) == [True, True, False, False]
+    assert list(out["grade_reason"])[1] == "pass" and list(out["grade_reason"])[3] in ("exception", "no_code")
+
+
+def test_rollouts_on_code_problems_are_graded_in_the_sandbox(tmp_path, humaneval):
+    from pika_utils.prompts import CODE_SUFFIX
+    from pika_utils.rollouts import SamplingConfig, run_rollouts
+
+    probs = tasks.make_splits(humaneval.head(3))
+    cfg = SamplingConfig(k=2, temperature=1.0, max_new_tokens=6, prompt_suffix=CODE_SUFFIX, chunk_size=3)
+    run = run_rollouts(probs, "tiny-random-llama", cfg, source="offline", out_root=tmp_path, progress=False)
+    assert len(run.rollouts) == 6
+    assert set(run.rollouts["grade_reason"]) <= set(code_grading.REASONS)
+    assert not run.rollouts["correct"].any()  # a random model writes no passing program
+    assert run.rollouts["extracted"].isna().all()
+
+
+def test_cross_domain_transfer_trains_on_one_side_and_tests_on_the_other(tmp_path):
+    from conftest import tiny_activations
+
+    from pika_utils import code_pipeline
+
+    _, problems, acts = tiny_activations(tmp_path)
+    n = len(problems)
+    # a learnable target: how many times the question says "again" (the tiny model reads it)
+    y = np.array([(i % 5) / 4 for i in range(n)])
+    lab = pd.DataFrame({"problem_id": problems["problem_id"], "success_rate": y, "question": problems["question"]})
+    src = lab.iloc[: n // 2].assign(split=["train", "train", "val", "test"] * (n // 8))
+    dst = lab.iloc[n // 2:].assign(split=["train", "train", "val", "test"] * (n // 8))
+    row = code_pipeline.cross_domain_transfer(acts, src, acts, dst, "success_rate", model="tiny-random-llama",
+                                              name="a -> b", alphas=[0.01, 1.0, 100.0], n_boot=50, seed=0)
+    assert row["n_test"] == n // 2 and row["n_test_split"] == n // 8
+    assert math.isfinite(row["test"]) and row["ci_low"] <= row["test"] <= row["ci_high"]
+    assert row["layer"] in acts.layers
+
+
+def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
+    from pika_utils import book
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.stage_book(tmp_path)
+    seconds = book.execute_chapters("smoke", chapters=["10_code"], root=tmp_path, progress=False)
+    assert set(seconds) == {"10_code"}
+    nb = json.loads((tmp_path / "book" / "chapters" / "10_code.ipynb").read_text())
+    text = json.dumps(nb["cells"])
+    assert "Smoke profile" in text and "no_code" in text and "whole chapter" in text
+    assert nb["metadata"]["papermill"]["parameters"]["code_k"] == 2
