@@ -204,6 +204,9 @@ def stage_book(root: Path) -> Path:
 
 def build_book(root: Path = REPO_ROOT) -> Path:
     """Render the book with Jupyter Book 1.x; returns the path of ``index.html``."""
+    summary = Path(root) / "book" / "run_summary.md"
+    if not summary.exists():  # the intro includes it; a build without a recorded run says so
+        store.atomic_write_bytes(summary, b"No run of the chapters was recorded in this folder (the runner writes this).\n")
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
     print("[book] " + " ".join(cmd), flush=True)
@@ -215,6 +218,20 @@ def build_book(root: Path = REPO_ROOT) -> Path:
     return index
 
 
+def write_run_summary(root: Path, profile: str | Path | Mapping[str, Any], timings: Mapping[str, float],
+                      total_s: float) -> Path:
+    """The first page's account of this run: the profile and each chapter's wall time, as
+    measured by the runner (``book/run_summary.md``, included by the intro, regenerated each run)."""
+    name = profile.get("profile", "custom") if isinstance(profile, Mapping) else str(profile)
+    rows = "\n".join(f"| {n} | {s:.0f} |" for n, s in timings.items())
+    text = (f"This book was built with the **{name}** profile on {store.now_iso()}: the chapters ran in "
+            f"**{total_s / 60:.1f} minutes** of wall time on this machine ({os.cpu_count()} cores).\n\n"
+            f"| chapter | wall time (s) |\n|---|---|\n{rows}\n")
+    path = Path(root) / "book" / "run_summary.md"
+    store.atomic_write_bytes(path, text.encode())
+    return path
+
+
 def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path = REPO_ROOT,
               overrides: Mapping[str, Any] | None = None, build: bool = True) -> Path | None:
     """The main job: execute every chapter for ``profile`` and render the book."""
@@ -222,7 +239,8 @@ def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, roo
     if root.resolve() != REPO_ROOT.resolve():
         stage_book(root)
     t0 = time.perf_counter()
-    execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
+    timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
+    write_run_summary(root, profile, timings, time.perf_counter() - t0)
     index = build_book(root) if build else None
     print(f"[book] done in {time.perf_counter() - t0:.0f} s" + (f": {index}" if index else ""), flush=True)
     return index

@@ -85,6 +85,13 @@ def validate_questions(df: pd.DataFrame, where: str, *, need_answer: bool = True
         if bad.any():
             errors.append(f"column 'difficulty' is not a number in rows {_rows(np.flatnonzero(bad))} "
                           f"(e.g. {df['difficulty'][bad].iloc[0]!r})")
+    if "domain" in df.columns:
+        from .problem_table import DOMAINS
+        dom = df["domain"].fillna("").astype(str).str.strip()
+        bad = ~dom.isin(DOMAINS + ("",))
+        if bad.any():
+            errors.append(f"column 'domain' has {sorted(dom[bad].unique())[:5]} in rows {_rows(np.flatnonzero(bad))}; "
+                          f"use one of {list(DOMAINS)} (math: answers compared; code: tests run) or leave it empty")
     if "split" in df.columns:
         s = df["split"].fillna("").astype(str).str.strip()
         bad = ~s.isin(("train", "val", "test", ""))

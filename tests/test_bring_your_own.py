@@ -13,9 +13,9 @@ from pika_utils.user_files import ProblemFileError, load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "data" / "examples" / "my_problems.jsonl"
-ROWS = [{"id": "a1", "question": "What is 2 + 3?", "answer": "5", "difficulty": 1, "domain": "add", "split": "test"},
-        {"id": "a2", "question": "What is 7 * 6?", "answer": "42", "difficulty": 2, "domain": "mul", "split": ""},
-        {"id": "a3", "question": "What is 9 - 4?", "answer": "5", "difficulty": 1, "domain": "sub", "split": ""}]
+ROWS = [{"id": "a1", "question": "What is 2 + 3?", "answer": "5", "difficulty": 1, "domain": "math", "split": "test"},
+        {"id": "a2", "question": "What is 7 * 6?", "answer": "42", "difficulty": 2, "domain": "math", "split": ""},
+        {"id": "a3", "question": "What is 9 - 4?", "answer": "5", "difficulty": 1, "domain": "math", "split": ""}]
 
 
 def _write(path: Path, rows, fmt=None) -> Path:
@@ -37,7 +37,7 @@ def test_file_source_reads_each_format_and_records_its_sha(tmp_path, suffix):
     assert df["problem_id"].tolist() == ["file:mine-a1", "file:mine-a2", "file:mine-a3"]
     assert df["source"].eq("file:mine").all() and df["answer"].tolist() == ["5", "42", "5"]
     assert df["difficulty"].tolist() == [1.0, 2.0, 1.0] and df["difficulty_kind"].eq("user").all()
-    assert df["domain"].tolist() == ["add", "mul", "sub"]
+    assert df["domain"].tolist() == ["math", "math", "math"]
     sha = store.file_sha256(path)
     assert df.attrs["sources"][0]["files"][0]["sha256"] == sha
     assert all(json.loads(m)["sha256"] == sha for m in df["meta"])
