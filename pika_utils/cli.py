@@ -141,6 +141,13 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _question_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where questions come from, the same for `label` and `route`."""
+    parser.add_argument("--problems", help="JSONL, CSV or Parquet table of questions")
+    parser.add_argument("--question", action="append", help="one question (repeat for several)")
+    parser.add_argument("--column", default="question")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pika", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -172,18 +179,14 @@ def main(argv: list[str] | None = None) -> int:
 
     lab = sub.add_parser("label", help="score questions with a saved probe (writes a new file)")
     lab.add_argument("--probe", required=True, help="folder with probe.safetensors + probe.json")
-    lab.add_argument("--problems", help="JSONL, CSV or Parquet table of questions")
-    lab.add_argument("--question", action="append", help="one question (repeat for several)")
-    lab.add_argument("--column", default="question")
+    _question_arguments(lab)
     lab.add_argument("--out", required=True, help="output Parquet file (never overwritten)")
     lab.add_argument("--batch-size", type=int, default=16)
     lab.set_defaults(func=_label)
 
     ro = sub.add_parser("route", help="route questions with a saved Router (prints the chosen member)")
     ro.add_argument("--router", required=True, help="a saved router JSON (Router.save) or its folder")
-    ro.add_argument("--problems", help="JSONL, CSV or Parquet table of questions")
-    ro.add_argument("--question", action="append", help="one question (repeat for several)")
-    ro.add_argument("--column", default="question")
+    _question_arguments(ro)
     ro.add_argument("--out", help="output Parquet file (never overwritten)")
     ro.add_argument("--source", default="auto", choices=["auto", "hub", "offline"], help="where the members' models load from")
     ro.add_argument("--batch-size", type=int, default=16)

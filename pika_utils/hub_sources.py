@@ -131,6 +131,27 @@ def convert_hub_frame(name: str, frame: pd.DataFrame, split: str) -> pd.DataFram
     return validate_problems(out)
 
 
+def hub_offline() -> bool:
+    """Whether the user asked for the local Hugging Face cache only."""
+    return env_flag("HF_HUB_OFFLINE") or env_flag("HF_DATASETS_OFFLINE")
+
+
+def datasets_or_fail(where: str, fallback_hint: str):
+    """The ``datasets`` module, whether offline mode is on, and the hint every failure carries;
+    fails at once (naming ``where`` and the offline fallback) when the hub cannot be reached."""
+    offline = hub_offline()
+    hint = fallback_hint + ("" if offline else " If the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it.")
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(f"loading {where} needs the `datasets` package: pip install datasets. {hint}") from None
+    if not offline:
+        ok, reason = hub_reachable(timeout=3.0)
+        if not ok:
+            raise HubUnavailableError(f"could not load {where}: the Hugging Face hub is unreachable ({reason}). {hint}")
+    return datasets, offline, hint
+
+
 def load_hub(name: str, *, split: str = "test", limit: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Load a paper dataset from the Hugging Face hub (or its local cache with HF_HUB_OFFLINE=1);
     offline it fails at once, naming the dataset and the closest source shipped in a package."""
@@ -141,18 +162,8 @@ def load_hub(name: str, *, split: str = "test", limit: int | None = None, seed: 
     if split not in spec.splits:
         print(f"[tasks] {spec.repo} has splits {list(spec.splits)}; using {hub_split!r} for {split!r}")
     where = f"{spec.repo!r} (config {', '.join(map(str, spec.configs))}, split {hub_split!r})"
-    offline = env_flag("HF_HUB_OFFLINE") or env_flag("HF_DATASETS_OFFLINE")
-    hint = (f"Closest offline source: {spec.fallback}, e.g. load_problems({{'{spec.fallback.split()[0]}': {{}}}})."
-            + ("" if offline else " If the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it."))
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(f"loading {where} needs the `datasets` package: pip install datasets. {hint}") from None
-    if not offline:
-        ok, reason = hub_reachable(timeout=3.0)
-        if not ok:
-            raise HubUnavailableError(f"could not load {where}: the Hugging Face hub is unreachable "
-                                      f"({reason}). {hint}")
+    datasets, offline, hint = datasets_or_fail(
+        where, f"Closest offline source: {spec.fallback}, e.g. load_problems({{'{spec.fallback.split()[0]}': {{}}}}).")
     frames = []
     for config in spec.configs:
         try:

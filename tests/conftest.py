@@ -15,3 +15,14 @@ def tiny_activations(out_root, n: int = 40):
     acts = extract_activations(problems, lm, prompt_suffix="Reply.", cfg=ExtractionConfig(batch_size=8),
                                out_root=out_root, progress=False)
     return lm, problems, acts
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """The smoke profile's tiny model, loaded once per test session."""
+    from pika_utils.models import load_model
+
+    return load_model("tiny-random-llama", source="offline")

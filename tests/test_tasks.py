@@ -121,7 +121,12 @@ def test_mmath_loads_all_374_and_subsets():
     assert full["source"].value_counts().to_dict() == {
         "mmath-math500": 311, "mmath-aime2024": 30, "mmath-cnmo": 18, "mmath-aime2025": 15}
     assert not full["answer"].str.match(r"^\$.*\$$").any()
-    assert (full["difficulty_kind"] == "none").all()
+    math500 = full["source"] == "mmath-math500"
+    assert (full.loc[~math500, "difficulty_kind"] == "none").all()
+    assert (full.loc[math500, "difficulty_kind"] == "math_level").all()  # MATH's human levels, by index
+    assert full.loc[math500, "difficulty"].between(1, 5).all()
+    plain = tasks.load_mmath(("math500",), math_levels=False)
+    assert (plain["difficulty_kind"] == "none").all()
     aime = tasks.load_mmath(("aime2024",))
     assert set(aime["source"]) == {"mmath-aime2024"} and aime["answer"].str.fullmatch(r"\d{1,3}").all()
     small = tasks.load_mmath(("math500", "aime2025"), limit_per_subset=10, seed=1)

@@ -1,0 +1,126 @@
+"""The powered workshop's pieces: the surface-matched source, MATH-500's human levels, subsets per
+model, stop strings, tie ceilings, selection on small splits, and the verdict rule."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pika_utils import pipeline, tasks, verdicts
+from pika_utils.backends import cut_at_stop
+from pika_utils.cpu import free_cores
+from pika_utils.metrics import spearman, spearman_ceiling
+from pika_utils.probes import split_too_small, sweep
+from pika_utils.sampling import SamplingConfig
+
+
+def test_products_share_one_surface_and_vary_only_in_numbers():
+    df = tasks.load_problems({"products": {"n": 50, "seed": 3}})
+    assert len(df) == 50 and df["problem_id"].is_unique and df["source"].eq("products").all()
+    shapes = df["question"].str.replace(r"\d", "9", regex=True)
+    assert shapes.nunique() == 1 and shapes.iloc[0] == "Calculate 99 * 99."
+    a_b = df["question"].str.extract(r"(\d+) \* (\d+)").astype(int)
+    assert (a_b[0] * a_b[1]).astype(str).tolist() == df["answer"].tolist()
+    assert tasks.load_problems({"products": {"n": 50, "seed": 3}}).equals(df)
+    bigger = tasks.products(n=80, seed=3)
+    assert set(df["problem_id"]) <= set(bigger["problem_id"])  # growing n only adds problems
+    with pytest.raises(ValueError, match="products: n must be in 1..8100"):
+        tasks.products(n=9000)
+
+
+def test_math500_levels_are_attached_by_index_and_checked_by_text():
+    df = tasks.load_mmath(("math500",))
+    assert len(df) == 311 and df["difficulty_kind"].eq("math_level").all()
+    assert set(df["difficulty"].unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    table, where = tasks.math500_levels()
+    assert len(table) == 500 and ("packaged" in where or where.startswith("hub:"))
+    # the divisors of 196 (MATH-500 #3, a level-3 number theory problem)
+    row = df[df["question"].str.contains("positive whole-number divisors does 196")].iloc[0]
+    assert row["difficulty"] == 3.0
+
+
+def test_model_limits_give_a_seeded_subset_that_keeps_splits():
+    problems = pipeline.problem_set({"products": {"n": 60}}, split_fractions=[0.5, 0.2, 0.3], seed=0)
+    params = {"model_limits": {"big": 20}, "seed": 0}
+    sub = pipeline.model_problems(problems, "big", params)
+    assert 18 <= len(sub) <= 22 and set(sub["problem_id"]) <= set(problems["problem_id"])
+    assert set(sub["split"]) == {"train", "val", "test"}
+    merged = sub.merge(problems, on="problem_id", suffixes=("", "_all"))
+    assert (merged["split"] == merged["split_all"]).all()  # a problem keeps its split
+    assert pipeline.model_problems(problems, "small", params).equals(problems)
+    assert pipeline.model_problems(problems, "big", params).equals(sub)
+
+
+def test_stop_strings_cut_the_answer_and_are_checked():
+    assert cut_at_stop("1234\nThe answer", ("\n",)) == "1234"
+    assert cut_at_stop("1234", ("\n",)) is None
+    assert cut_at_stop("a. b\nc", ("\n", ". ")) == "a"
+    with pytest.raises(ValueError, match="stop must be a tuple of non-empty strings"):
+        SamplingConfig(stop="\n")
+    assert "stop" not in SamplingConfig().key() and SamplingConfig(stop=("\n",)).key()["stop"] == ("\n",)
+
+
+def test_stop_at_newline_on_the_tiny_model(tiny_lm):
+    from pika_utils.backends import TransformersBackend
+
+    be = TransformersBackend(tiny_lm)
+    prompts = ["<|user|>\nhi<|end|>\n<|assistant|>\n"]
+    free = be.generate(prompts, SamplingConfig(k=4, temperature=1.0, max_new_tokens=24), 0)
+    cut = be.generate(prompts, SamplingConfig(k=4, temperature=1.0, max_new_tokens=24, stop=("\n",)), 0)
+    for a, b in zip(free[0], cut[0]):
+        assert "\n" not in b.text and a.text.startswith(b.text)
+        assert b.output_tokens <= a.output_tokens
+
+
+def test_spearman_ceiling_and_a_constant_prediction():
+    y = np.array([0, 0, 0, 0, 0.25, 0.5, 1.0, 1.0])
+    c = spearman_ceiling(y)
+    assert 0 < c < 1
+    assert spearman(y, np.arange(len(y))) == pytest.approx(c)  # a tie-free ranking consistent with y
+    assert spearman(y, np.ones(len(y))) == 0.0  # a constant predictor is at chance
+    assert np.isnan(spearman(np.ones(5), np.arange(5)))  # nothing to rank
+    assert spearman_ceiling(np.arange(6.0)) == pytest.approx(1.0)
+
+
+def test_selection_cross_validates_when_validation_has_one_positive():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = (X[:, 0] + 0.3 * rng.normal(size=120) > 0.8).astype(float)
+    idx = np.arange(120)
+    train, val = idx[:90], idx[90:]
+    y[val] = 0.0
+    y[val[0]] = 1.0  # one positive on validation: it cannot rank settings
+    assert split_too_small(y[val], "classification")
+    res = sweep(lambda layer, pos: X, [0], [0], y, train, val, "classification", alphas=[0.01, 1.0, 100.0])
+    assert res.best["selection"].startswith(("2-fold", "3-fold", "4-fold", "5-fold"))
+    assert {"val_score", "val_se"} <= set(res.table.columns)
+    top = res.table["val_score"].max()
+    chosen = res.table[res.table["alpha"] == res.best["alpha"]]["val_score"].iloc[0]
+    assert chosen >= top - res.table.loc[res.table["val_score"].idxmax(), "val_se"] - 1e-12
+    big = np.r_[np.ones(20), np.zeros(20)]
+    assert not split_too_small(big, "classification")
+
+
+@pytest.mark.parametrize("est,lo,hi,null,direction,expected", [
+    (0.2, 0.1, 0.3, 0.0, 1, "reproduced"),
+    (0.0, -0.05, 0.01, 0.0, 1, "not reproduced"),  # excludes every effect of 0.02 or more
+    (0.05, -0.1, 0.2, 0.0, 1, "undecided"),
+    (0.05, 0.02, 0.08, 0.1, -1, "reproduced"),  # e.g. ECE below 0.1
+    (0.2, 0.15, 0.3, 0.1, -1, "not reproduced"),
+    (float("nan"), 0.0, 1.0, 0.0, 1, "undecided"),
+])
+def test_verdict_rule(est, lo, hi, null, direction, expected):
+    assert verdicts.decide(est, lo, hi, null, direction) == expected
+
+
+def test_verdicts_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path))
+    c = verdicts.Claim("c-x", "03", "a claim", "paper", "q", 0.3, 0.1, 0.5, n=40)
+    verdicts.record("my profile", c)
+    t = verdicts.table("my profile")
+    assert t.loc[0, "verdict"] == "reproduced" and t.loc[0, "n"] == 40
+    assert verdicts.table("other").empty
+
+
+def test_free_cores_is_a_sane_count():
+    import os
+    n = free_cores(0.05)
+    assert 1 <= n <= (os.cpu_count() or 1)
