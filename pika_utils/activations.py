@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from . import store
 from .prompts import chat_prompts
+
+if TYPE_CHECKING:  # pandas and the store are imported where used, so the extractor itself needs
+    import pandas as pd  # only torch, transformers and nnsight (the GPU benchmark's image)
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,8 @@ def extract_activations(
     progress: bool = True,
 ) -> ActivationSet:
     """Extract (or reuse) EOI activations for every problem, in problem_id order, chunk by chunk."""
+    from . import store
+
     if problems["problem_id"].duplicated().any():
         raise ValueError("duplicate problem_id in the problems table")
     problems = problems.sort_values("problem_id").reset_index(drop=True)
