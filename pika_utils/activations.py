@@ -151,7 +151,11 @@ class NNsightExtractor:
         self.lm = lm
         self.remote = remote
         self.n_layers = len(decoder_layers(lm.model))
-        self.nn = TransformersModel(lm.model, tokenizer=lm.tokenizer, task="text-generation")
+        if remote:  # NDIF knows a model by its hub id: wrap the id (nnsight builds it on the meta
+            # device), not the local copy, whose key would be a local folder
+            self.nn = TransformersModel(ndif_repo_id(lm), tokenizer=lm.tokenizer)
+        else:
+            self.nn = TransformersModel(lm.model, tokenizer=lm.tokenizer, task="text-generation")
         self.max_length = getattr(lm.model.config, "max_position_embeddings", None)
 
     def extract(self, prompts: Sequence[str], layers: Sequence[int], n_positions: int,
@@ -197,6 +201,15 @@ class NNsightExtractor:
         if token_layers:
             result["mask"] = batch["attention_mask"].to(torch.uint8)
         return result
+
+
+def ndif_repo_id(lm) -> str:
+    """The hub id to run ``lm`` on NDIF: only a model loaded from the hub has one there."""
+    source = str(getattr(lm, "source", ""))
+    if not source.startswith("hub:"):
+        raise ValueError(f"ndif_remote: {getattr(lm, 'name', lm)!r} was loaded from {source or 'an unknown source'}, "
+                         "not the hub; NDIF runs hub models only (set model_source: hub)")
+    return source.removeprefix("hub:")
 
 
 def _value(x):

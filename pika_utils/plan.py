@@ -55,6 +55,7 @@ class Plan:
     datasets: list[dict] = field(default_factory=list)
     rollouts: list[dict] = field(default_factory=list)
     activations: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -250,6 +251,12 @@ def make_plan(profile: str | Path | Mapping[str, Any], overrides: Mapping[str, A
         tp = vllm_engine_args(params).get("tensor_parallel_size", 1)
     except ValueError:
         tp = 1
+    budget = params.get("extract_token_budget")
+    plan.settings = {"backend": params.get("backend"), "model_source": params.get("model_source"),
+                     "vllm_tensor_parallel_size": tp,
+                     "vllm_data_parallel_size": int(params.get("vllm_data_parallel_size") or 1),
+                     "extraction_batches": f"token budget {budget}" if budget else
+                     f"{params.get('extract_batch_size', 16)} prompts", "ndif_remote": bool(params.get("ndif_remote"))}
     for m, s in shapes.items():
         plan.models.append({**s, **gpu_memory(s, tp),
                             "revision": "not pinned: hub default branch, resolved commit recorded at run time"
@@ -324,7 +331,8 @@ def _eoi_count(shape: Mapping[str, Any], params: Mapping[str, Any], prompt: str)
 
 def render(plan: Plan) -> str:
     """The plan as text for the terminal."""
-    out = [f"plan for profile {plan.profile!r} (nothing was run; no weights were loaded)", "", "models:"]
+    out = [f"plan for profile {plan.profile!r} (nothing was run; no weights were loaded)",
+           "settings: " + ", ".join(f"{k} {v}" for k, v in plan.settings.items()), "", "models:"]
     for m in plan.models:
         out.append(f"  {m['name']:<20} hub {m['hub_id'] or '-'} | revision: {m['revision']} | {m['layers']} layers, "
                    f"d_model {m['d_model']}, vocab {m['vocab']}, {m['params_b']:.3g}B params, {m['dtype']} | GPU: "

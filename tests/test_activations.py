@@ -154,3 +154,15 @@ def test_extract_activations_with_a_token_budget(lm, tmp_path):
     np.testing.assert_allclose(T[r][M[r]], T0[r0][M0[r0]], rtol=1e-4, atol=1e-5)
     again = A.extract_activations(problems.iloc[::-1], lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
     assert again.dir == s.dir
+
+
+def test_ndif_remote_wraps_the_hub_id_not_the_local_copy(lm, monkeypatch):
+    import nnsight
+
+    with pytest.raises(ValueError, match="NDIF runs hub models only"):
+        A.NNsightExtractor(lm, remote=True)  # the tiny model is built locally
+    seen = {}
+    monkeypatch.setattr(nnsight, "TransformersModel", lambda repo, **kw: seen.setdefault("repo", repo))
+    hub = type(lm)(**{**lm.__dict__, "source": "hub:Qwen/Qwen2.5-Math-1.5B-Instruct"})
+    A.NNsightExtractor(hub, remote=True)
+    assert seen["repo"] == "Qwen/Qwen2.5-Math-1.5B-Instruct"
