@@ -198,7 +198,6 @@ class NNsightExtractor:
         result = {"eoi": _value(eoi_buf).to(out_dtype).cpu()}
         if token_layers:
             result["tokens"] = _value(tok_buf).to(out_dtype).cpu()
-        if token_layers:
             result["mask"] = batch["attention_mask"].to(torch.uint8)
         return result
 
