@@ -4,14 +4,16 @@ lm_head, only the EOI slices kept) against the paper code's approach, a full
 
     .venv/bin/python benchmarks/bench_extraction.py [--model smollm2-135m] [--repeats 3] [--rss-ns 32 96 192]
     .venv/bin/python benchmarks/bench_extraction.py --breakdown --rss-ns   # where the time goes, no RSS runs
-    .venv/bin/python benchmarks/bench_extraction.py --gpu-shape              # needs CUDA
-    .venv/bin/python benchmarks/bench_extraction.py --gpu-shape --device cpu --tiny
+    .venv/bin/python benchmarks/bench_extraction.py --gpu-shape              # needs CUDA (see gpu_shape.py)
+    .venv/bin/python benchmarks/bench_extraction.py --gpu-shape --device cpu --tiny --n-prompts 64
 
 Checks that both give the same vectors (exit 1 beyond 1e-4), measures peak RSS of
 ``extract_activations`` in fresh subprocesses as the number of prompts grows, and prints, last,
 ``extraction_speedup: <baseline s / ours s>`` measured in this run (per batch: best of N, the methods interleaved).
-``--gpu-shape`` instead times our extraction against a bare ``model.model(...)`` forward on a
-random-weight Qwen2.5-1.5B-shaped model and prints ``extraction_vs_bare_forward: <ours/bare>``.
+torch runs on ``--threads`` threads (default 1: the machine is shared).
+``--gpu-shape`` instead times our extraction on random-weight Qwen2.5-1.5B and -7B shapes against a
+bare forward of the same batches and against the paper code's way, at fixed batch sizes and token
+budgets, and prints ``extraction_vs_bare_forward[...]`` and ``speedup_vs_paper_way[...]`` last.
 """
 from __future__ import annotations
 
@@ -23,16 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
 
-from pika_utils import tasks
-from pika_utils.activations import (ExtractionConfig, NNsightExtractor, eoi_token_count, extract_activations,
-                                    left_padded_batch, length_order)
-from pika_utils.models import load_model
-from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_shape  # noqa: E402  (needs only torch, transformers, nnsight: imported before the rest)
+
+if "--gpu-shape" not in sys.argv:  # the CPU benchmark uses the full environment
+    from pika_utils import tasks
+    from pika_utils.activations import (ExtractionConfig, NNsightExtractor, eoi_token_count, extract_activations,
+                                        left_padded_batch, length_order)
+    from pika_utils.models import load_model
+    from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
 
 TOLERANCE = 1e-4
 RTOL = 1e-5  # relative to the largest activation
@@ -181,77 +186,6 @@ def rss_by_n(model: str, ns: Sequence[int], batch_size: int) -> dict[int, dict]:
 
 
 # ------------------------------------------------------------------------------------------
-# GPU shape: a random-weight Qwen2.5-1.5B-shaped model, ours against a bare forward
-
-
-def qwen_1p5b_config(tiny: bool):
-    """Qwen2.5-1.5B's shape written by hand (no hub access); ``tiny`` shrinks it for CPU tests."""
-    from transformers import Qwen2Config
-
-    if tiny:
-        return Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           intermediate_size=128, vocab_size=151936, rope_theta=1e6, tie_word_embeddings=True,
-                           max_position_embeddings=32768)
-    return Qwen2Config(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                       intermediate_size=8960, vocab_size=151936, rope_theta=1e6, tie_word_embeddings=True,
-                       max_position_embeddings=32768, rms_norm_eps=1e-6)
-
-
-def gpu_tokenizer():
-    """SmolLM2's tokenizer (ids < 49152 fit Qwen's vocab) if its offline copy is here, else the
-    byte-level tokenizer built in code (longer prompts: one token per byte)."""
-    try:
-        return load_model("smollm2-135m", source="offline", device="cpu").tokenizer, "smollm2-135m"
-    except Exception as e:  # noqa: BLE001 - any failure means: not cached on this machine
-        from pika_utils.models import tiny_tokenizer
-
-        print(f"smollm2 tokenizer unavailable ({type(e).__name__}); using the byte-level tiny tokenizer")
-        return tiny_tokenizer(), "tiny-byte"
-
-
-def run_gpu_shape(args) -> None:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--gpu-shape needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
-                         "Run it on a GPU machine, or check that it runs with '--device cpu --tiny'.")
-    from transformers import Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    model = Qwen2ForCausalLM(qwen_1p5b_config(args.tiny)).to(dtype=dtype, device=args.device).eval()
-    tok, tok_name = gpu_tokenizer()
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    lm = SimpleNamespace(model=model, tokenizer=tok, name="qwen2.5-1.5b-shape-random")
-    prompts = chat_prompts(tok, tasks.load_problems(PROBLEMS)["question"].tolist(), DIRECT_SUFFIX)
-    n_pos = eoi_token_count(tok, DIRECT_SUFFIX)
-    extractor = NNsightExtractor(lm)
-    layers = list(range(extractor.n_layers + 1))
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-
-    def bare(chunk: list[str]) -> None:
-        """The floor: the decoder stack alone (no lm_head, no hidden states kept), same batch."""
-        with torch.inference_mode():
-            model.model(**{k: v.to(args.device) for k, v in left_padded_batch(tok, chunk).items()})
-        sync()
-
-    def mine(chunk: list[str]) -> None:
-        extractor.extract(chunk, layers, n_pos)
-        sync()
-
-    chunks = batches(prompts, args.batch)
-    same = {"bare": chunks, "ours": chunks}  # the same batches: the bare forward is the floor
-    best_per_batch({"bare": bare, "ours": mine}, same, 1)  # warm-up: kernels, allocator, first trace
-    best = best_per_batch({"bare": bare, "ours": mine}, same, args.repeats)
-    print(f"model: random Qwen2.5-1.5B shape{' (tiny)' if args.tiny else ''}, device: {args.device}, dtype: {dtype}, "
-          f"tokenizer: {tok_name}, prompts: {len(prompts)}, batch: {args.batch}, layers read: {len(layers)}, "
-          f"eoi positions: {n_pos}")
-    print(f"bare_forward_s: {best['bare']:.3f}")
-    print(f"ours_s: {best['ours']:.3f}")
-    print(f"extraction_vs_bare_forward: {best['ours'] / best['bare']:.3f}")
-
-
-# ------------------------------------------------------------------------------------------
 
 
 def breakdown(lm, extractor: NNsightExtractor, prompts: list[str], n_pos: int, size: int, repeats: int) -> None:
@@ -288,14 +222,16 @@ def main() -> None:
                     help="prompt counts for the peak-memory runs (none: skip them)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--breakdown", action="store_true", help="also time the bare decoder stack and sorted batches")
-    ap.add_argument("--gpu-shape", action="store_true", help="random Qwen2.5-1.5B shape, ours vs a bare forward")
-    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="for --gpu-shape")
-    ap.add_argument("--tiny", action="store_true", help="for --gpu-shape: a tiny shape (CPU smoke check)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    ap.add_argument("--gpu-shape", action="store_true",
+                    help="random Qwen2.5-1.5B/7B shapes: ours vs a bare forward and vs the paper's way")
+    gpu_shape.add_arguments(ap)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.gpu_shape:
+        return gpu_shape.run(args)
     if args.rss_child is not None:
         return rss_child(args.model, args.rss_child, args.batch)
-    if args.gpu_shape:
-        return run_gpu_shape(args)
 
     problems = tasks.load_problems(PROBLEMS)
     lm = load_model(args.model, source="offline")

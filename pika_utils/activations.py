@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from . import store
 from .prompts import chat_prompts
+
+if TYPE_CHECKING:  # pandas and the store are imported where used, so the extractor itself needs
+    import pandas as pd  # only torch, transformers and nnsight (the GPU benchmark's image)
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +58,92 @@ def decoder_layers(model) -> Sequence[torch.nn.Module]:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
-def length_order(tokenizer, prompts: Sequence[str]) -> np.ndarray:
-    """Prompt indices by token count (stable): batches of similar lengths waste less on padding."""
-    return np.argsort([len(x) for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]], kind="stable")
-
-
-def left_padded_batch(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-    """Token ids, attention mask and mask-derived position ids for a left-padded batch, so every
-    prompt's tokens sit at the positions they would have alone."""
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+def tokenize_prompts(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+    """Token ids of every prompt, computed once per run (batching, sorting and the batches
+    themselves reuse them), with an error naming any prompt longer than the model's context."""
+    ids = [list(x) for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     if max_length is not None:
         too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
         if too_long:
             raise ValueError(f"prompt(s) {too_long[:5]} are longer ({max(len(ids[i]) for i in too_long)} tokens) "
                              f"than the model's context of {max_length} tokens; shorten or drop them")
+    return ids
+
+
+def length_order(tokenizer, prompts: Sequence[str]) -> np.ndarray:
+    """Prompt indices by token count (stable): batches of similar lengths waste less on padding."""
+    return np.argsort([len(x) for x in tokenize_prompts(tokenizer, prompts)], kind="stable")
+
+
+def fixed_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices in length order (stable), cut every ``batch_size`` prompts: the original batching."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def token_budget_batches(lengths: Sequence[int], token_budget: int) -> list[np.ndarray]:
+    """Indices packed so that each left-padded batch holds at most ``token_budget`` tokens
+    (rows x longest prompt). Longest prompts first (stable), so the widest batch runs first and a
+    budget too large for the device fails at once; a prompt longer than the budget goes alone."""
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be a positive number of tokens, got {token_budget}")
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        width = max(int(lengths[order[start]]), 1)  # the first row of a batch is its longest
+        n = max(1, token_budget // width)
+        out.append(order[start:start + n])
+        start += n
+    return out
+
+
+def padded_from_ids(ids: Sequence[Sequence[int]], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and mask-derived position ids for a left-padded batch, so every
+    prompt's tokens sit at the positions they would have alone."""
     width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    input_ids = torch.full((len(ids), width), pad_id if pad_id is not None else 0, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, x in enumerate(ids):
-        input_ids[i, width - len(x):] = torch.tensor(x)
-        mask[i, width - len(x):] = 1
+        if len(x):
+            input_ids[i, width - len(x):] = torch.as_tensor(x, dtype=torch.long)
+            mask[i, width - len(x):] = 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+
+
+def left_padded_batch(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """``padded_from_ids`` of freshly tokenised prompts (for callers holding text, not ids)."""
+    return padded_from_ids(tokenize_prompts(tokenizer, prompts, max_length), tokenizer.pad_token_id)
 
 
 @dataclass(frozen=True)
 class ExtractionConfig:
     """What is read: which layers (0 = embeddings, i = output of block i-1), how many EOI
-    positions, the storage dtype and the batch size."""
+    positions, the storage dtype and how prompts are batched."""
 
     layers: tuple[int, ...] | None = None  # None: all, embeddings included
     n_positions: int | None = None  # None: every EOI token
     dtype: str = "float32"
-    batch_size: int = 16
+    batch_size: int = 16  # prompts per batch, when token_budget is None
     token_layers: tuple[int, ...] = ()  # also keep every prompt token at these layers (pooled probes)
     remote: bool = False  # run on NDIF (nnsight's remote execution) for very large models
+    token_budget: int | None = None  # max padded tokens per batch (rows x longest); None: batch_size
+
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Prompt indices per batch: packed up to ``token_budget`` tokens, or ``batch_size`` each."""
+        if self.token_budget is not None:
+            return token_budget_batches(lengths, int(self.token_budget))
+        return fixed_batches(lengths, int(self.batch_size))
 
 
 class NNsightExtractor:
-    """Reads EOI activations from one loaded model with nnsight, batch by batch."""
+    """Reads EOI activations from one loaded model with nnsight, batch by batch.
+
+    Per batch the work besides the forward is kept to a constant: inside the trace each layer's
+    EOI slice is copied into one buffer on the model's device, and that buffer crosses to the CPU
+    once (not once per layer), in the storage dtype when one is given."""
 
     def __init__(self, lm, remote: bool = False) -> None:
         from nnsight import TransformersModel
@@ -104,41 +151,83 @@ class NNsightExtractor:
         self.lm = lm
         self.remote = remote
         self.n_layers = len(decoder_layers(lm.model))
-        self.nn = TransformersModel(lm.model, tokenizer=lm.tokenizer, task="text-generation")
+        if remote:  # NDIF knows a model by its hub id: wrap the id (nnsight builds it on the meta
+            # device), not the local copy, whose key would be a local folder
+            self.nn = TransformersModel(ndif_repo_id(lm), tokenizer=lm.tokenizer)
+        else:
+            self.nn = TransformersModel(lm.model, tokenizer=lm.tokenizer, task="text-generation")
+        self.max_length = getattr(lm.model.config, "max_position_embeddings", None)
 
     def extract(self, prompts: Sequence[str], layers: Sequence[int], n_positions: int,
-                token_layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-        """``eoi``: (batch, len(layers), n_positions, d_model) float32; with ``token_layers``
-        also ``tokens``: (batch, len(token_layers), width, d_model) over the whole (left-padded)
-        prompt and its ``mask``."""
-        m = self.lm.model
-        batch = left_padded_batch(self.lm.tokenizer, prompts, getattr(m.config, "max_position_embeddings", None))
+                token_layers: Sequence[int] = (), out_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """``eoi``: (batch, len(layers), n_positions, d_model) in ``out_dtype``; with
+        ``token_layers`` also ``tokens``: (batch, len(token_layers), width, d_model) over the
+        whole (left-padded) prompt and its ``mask``."""
+        ids = tokenize_prompts(self.lm.tokenizer, prompts, self.max_length)
+        return self.extract_ids(ids, layers, n_positions, token_layers, out_dtype)
+
+    def extract_ids(self, ids: Sequence[Sequence[int]], layers: Sequence[int], n_positions: int,
+                    token_layers: Sequence[int] = (), out_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """``extract`` on prompts already tokenised (``tokenize_prompts``): no tokeniser call."""
+        batch = padded_from_ids(ids, self.lm.tokenizer.pad_token_id)
+        layers, token_layers = [int(x) for x in layers], [int(x) for x in token_layers]
         wanted = sorted(set(layers) | set(token_layers))
         if wanted[0] < 0 or wanted[-1] > self.n_layers:
             raise ValueError(f"layers must be in 0..{self.n_layers}, got {wanted}")
         base = self.nn.model if hasattr(self.nn, "model") else self.nn.transformer
         blocks = base.layers if hasattr(base, "layers") else base.h
         embed = base.embed_tokens if hasattr(base, "embed_tokens") else base.wte
-        eoi: dict[int, object] = {}
-        full: dict[int, object] = {}
+        eoi_at = {x: i for i, x in enumerate(layers)}
+        tok_at = {x: i for i, x in enumerate(token_layers)}
         with torch.inference_mode(), self.nn.trace(dict(batch), remote=self.remote) as tracer:
+            eoi_buf = tok_buf = None
             for layer in wanted:  # modules are read in execution order
                 out = embed.output if layer == 0 else blocks[layer - 1].output
                 out = out[0] if isinstance(out, tuple) else out  # transformers 5: a tensor
-                if layer in layers:
-                    eoi[layer] = out[:, -n_positions:, :].save()
-                if layer in token_layers:
-                    full[layer] = out.save()
+                if eoi_buf is None:  # one buffer per kind, on the model's device, filled layer by layer
+                    n, t, d = out.shape
+                    eoi_buf = out.new_empty((n, len(layers), n_positions, d)).save()
+                    if token_layers:
+                        tok_buf = out.new_empty((n, len(token_layers), t, d)).save()
+                if layer in eoi_at:
+                    eoi_buf[:, eoi_at[layer]] = out[:, -n_positions:, :]
+                if layer in tok_at:
+                    tok_buf[:, tok_at[layer]] = out
             tracer.stop()  # later blocks, the final norm and lm_head are never computed
-        result = {"eoi": torch.stack([_value(eoi[x]).float().cpu() for x in layers], dim=1)}
+        # one device->host copy per kind and batch, converted on the device first
+        result = {"eoi": _value(eoi_buf).to(out_dtype).cpu()}
         if token_layers:
-            result["tokens"] = torch.stack([_value(full[x]).float().cpu() for x in token_layers], dim=1)
+            result["tokens"] = _value(tok_buf).to(out_dtype).cpu()
             result["mask"] = batch["attention_mask"].to(torch.uint8)
         return result
 
 
+def ndif_repo_id(lm) -> str:
+    """The hub id to run ``lm`` on NDIF: only a model loaded from the hub has one there."""
+    source = str(getattr(lm, "source", ""))
+    if not source.startswith("hub:"):
+        raise ValueError(f"ndif_remote: {getattr(lm, 'name', lm)!r} was loaded from {source or 'an unknown source'}, "
+                         "not the hub; NDIF runs hub models only (set model_source: hub)")
+    return source.removeprefix("hub:")
+
+
 def _value(x):
     return x.value if hasattr(x, "value") else x
+
+
+def extract_in_order(extractor: NNsightExtractor, prompts: Sequence[str], layers: Sequence[int], n_positions: int,
+                     cfg: "ExtractionConfig", ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """(N, len(layers), n_positions, d) float32 for every prompt, batched as ``cfg`` says and
+    returned in the prompts' own order (each prompt read exactly once)."""
+    ids = tokenize_prompts(extractor.lm.tokenizer, prompts, extractor.max_length) if ids is None else ids
+    parts, rows = [], []
+    for idx in cfg.batches([len(x) for x in ids]):
+        parts.append(extractor.extract_ids([ids[i] for i in idx], layers, n_positions)["eoi"])
+        rows.append(idx)
+    got = torch.cat(parts)
+    out = torch.empty_like(got)
+    out[torch.as_tensor(np.concatenate(rows))] = got
+    return out
 
 
 def hidden_states_reference(lm, prompts: Sequence[str], layers: Sequence[int], n_positions: int) -> torch.Tensor:
@@ -178,6 +267,8 @@ class ActivationSet:
         return np.array([index[p] for p in problem_ids], dtype=int)
 
     def _chunks(self) -> list[Path]:
+        from . import store
+
         paths = [self.dir / f"acts-{i:05d}.safetensors" for i in range(self.meta["n_chunks"])]
         for p in paths:  # size and header, so a damaged chunk is named instead of a reader's bare error
             store.check_chunk_for_read(p, self.meta.get("chunks"))
@@ -235,6 +326,8 @@ def extract_activations(
     progress: bool = True,
 ) -> ActivationSet:
     """Extract (or reuse) EOI activations for every problem, in problem_id order, chunk by chunk."""
+    from . import store
+
     if problems["problem_id"].duplicated().any():
         raise ValueError("duplicate problem_id in the problems table")
     problems = problems.sort_values("problem_id").reset_index(drop=True)
@@ -249,15 +342,21 @@ def extract_activations(
         "layers": layers, "n_positions": n_pos, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
         "token_layers": [int(x) for x in cfg.token_layers],
     }
+    if cfg.token_budget is not None:  # another chunk layout (and padding): another set. Absent
+        key_obj.pop("batch_size")  # when None, so the sets extracted before it keep their key
+        key_obj["token_budget"] = int(cfg.token_budget)
     key = store.stable_hash(key_obj)
-    # batch prompts of similar length together: less padding, less compute (rows are stored in
-    # this order; ActivationSet.rows_for maps problem ids to rows)
-    order = length_order(lm.tokenizer, prompts)
-    problems, prompts = problems.iloc[order].reset_index(drop=True), [prompts[i] for i in order]
     out = Path(out_root or store.data_dir() / "activations") / f"{store.path_safe(lm.name)}-{key}"
-    n_chunks = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
+    # tokenise once; batch prompts of similar length together (less padding, less compute). Rows
+    # are stored batch after batch; ActivationSet.rows_for maps problem ids to rows
+    ids = tokenize_prompts(lm.tokenizer, prompts, extractor.max_length)
+    plan = cfg.batches([len(x) for x in ids])
+    order = np.concatenate(plan)
+    problems = problems.iloc[order].reset_index(drop=True)
+    n_chunks = len(plan)
     meta = {
         **key_obj, "key": key, "problem_ids": problems["problem_id"].tolist(), "n_chunks": n_chunks,
+        "chunk_rows": [int(len(b)) for b in plan],
         "positions": list(range(-n_pos, 0)), "eoi_tokens": eoi_tokens(lm.tokenizer, prompt_suffix, system_prompt)[-n_pos:],
         "shape": [len(prompts), len(layers), n_pos, int(lm.model.config.hidden_size)],
         "layer_names": ["embeddings" if x == 0 else f"block {x - 1} output" for x in layers],
@@ -271,13 +370,12 @@ def extract_activations(
     from tqdm import tqdm
 
     dtype = _DTYPES[cfg.dtype]
-    for c in tqdm(range(n_chunks), desc=f"activations {lm.name}", disable=not store.show_progress(progress)):
+    for c, idx in enumerate(tqdm(plan, desc=f"activations {lm.name}", disable=not store.show_progress(progress))):
         path = out / f"acts-{c:05d}.safetensors"
         if store.chunk_ok(path):  # checksum verified; a damaged chunk is moved aside and recomputed
             continue
-        batch = prompts[c * cfg.batch_size:(c + 1) * cfg.batch_size]
-        got = extractor.extract(batch, layers, n_pos, cfg.token_layers)
-        tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in got.items()}
+        got = extractor.extract_ids([ids[i] for i in idx], layers, n_pos, cfg.token_layers, out_dtype=dtype)
+        tensors = {k: v.contiguous() for k, v in got.items()}
         tmp = path.with_name(f".{path.name}.tmp")
         out.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"key": key, "chunk": str(c)})

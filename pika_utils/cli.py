@@ -23,6 +23,12 @@ def _book(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    if args.plan:  # check the profile and estimate the run; nothing heavy runs
+        from .plan import make_plan, render
+
+        plan = make_plan(args.profile, overrides)
+        print(render(plan))
+        return 1 if plan.errors else 0
     try:
         make_book(args.profile, chapters=args.chapters, root=Path(args.root), overrides=overrides,
                   build=not args.no_build)
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="override one parameter (VALUE parsed as JSON when it can be)")
     b.add_argument("--no-build", action="store_true", help="execute notebooks only")
+    b.add_argument("--plan", action="store_true", help="check the profile and print what it would run; run nothing")
     b.set_defaults(func=_book)
 
     r = sub.add_parser("rollouts", help="sample and grade K rollouts per problem (resumable)")

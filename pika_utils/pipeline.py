@@ -53,11 +53,40 @@ def model_problems(problems: pd.DataFrame, model: str, params: Mapping[str, Any]
     return subset(problems, (params.get("model_limits") or {}).get(model), int(params.get("seed", 0)))
 
 
+#: vLLM engine arguments a profile may set (profile key -> vLLM's name); engines scale past one GPU.
+VLLM_ENGINE_KEYS = {"vllm_tensor_parallel_size": "tensor_parallel_size",
+                    "vllm_data_parallel_size": "data_parallel_size"}
+
+
+def vllm_engine_args(params: Mapping[str, Any]) -> dict[str, int]:
+    """The profile's vLLM parallelism, passed through to ``vllm.LLM``. Values of 1 (or absent)
+    are left out, so single-GPU runs keep the rollout keys they had; other backends reject them."""
+    args = {v: 1 if params.get(k) is None else int(params[k]) for k, v in VLLM_ENGINE_KEYS.items()}
+    bad = [k for k, v in VLLM_ENGINE_KEYS.items() if args[v] < 1]
+    if bad:
+        raise ValueError(f"{bad} must be positive integers")
+    args = {k: v for k, v in args.items() if v != 1}
+    if args and params.get("backend") != "vllm":
+        raise ValueError(f"{sorted(args)} apply to backend 'vllm' only, not {params.get('backend')!r}")
+    return args
+
+
+def _backend_for(model: str, backend: str, model_source: str, engine_args: Mapping[str, int] | None):
+    """The backend name as before, or a vLLM engine built with the profile's parallelism."""
+    if backend != "vllm" or not engine_args:
+        return backend
+    from .rollouts import make_backend
+
+    return make_backend(model, "vllm", source=model_source, **dict(engine_args))
+
+
 def rollouts_for_models(problems: pd.DataFrame, models: Sequence[str], cfg: SamplingConfig, *,
                         backend: str = "transformers", model_source: str = "auto",
-                        prices: Mapping | None = None, limits: Mapping[str, int] | None = None) -> dict[str, RolloutRun]:
+                        prices: Mapping | None = None, limits: Mapping[str, int] | None = None,
+                        engine_args: Mapping[str, int] | None = None) -> dict[str, RolloutRun]:
     """Run (or reuse) every model's rollouts on the same problems (or its ``limits`` subset)."""
-    return {m: run_rollouts(subset(problems, (limits or {}).get(m), cfg.seed), m, cfg, backend=backend,
+    return {m: run_rollouts(subset(problems, (limits or {}).get(m), cfg.seed), m, cfg,
+                            backend=_backend_for(m, backend, model_source, engine_args),
                             source=model_source, price_overrides=dict(prices or {})) for m in models}
 
 
@@ -79,7 +108,7 @@ def rollout_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Ro
     problems = problem_set(params["problem_sources"], split_fractions=params["split_fractions"], seed=params["seed"])
     runs = rollouts_for_models(problems, params["models"], sampling_config(params), backend=params["backend"],
                                model_source=params["model_source"], prices=params.get("prices"),
-                               limits=params.get("model_limits"))
+                               limits=params.get("model_limits"), engine_args=vllm_engine_args(params))
     return problems, runs, combined_summary(runs)
 
 
@@ -96,10 +125,15 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
     token_layers = sorted({int(round(f * n_layers)) for f in params.get("token_layer_fracs") or ()})
     cfg = ExtractionConfig(layers=params.get("extract_layers"), dtype=params.get("extract_dtype", "float32"),
                            batch_size=int(params.get("extract_batch_size", 16)), token_layers=tuple(token_layers),
-                           remote=bool(params.get("ndif_remote", False)))
+                           remote=bool(params.get("ndif_remote", False)),
+                           token_budget=_opt_int(params.get("extract_token_budget")))  # None: extract_batch_size
     problems = model_problems(problems, model, params)
     return lm, extract_activations(problems, lm, prompt_suffix=params.get("prompt_suffix") or "",
                                    system_prompt=params.get("system_prompt"), cfg=cfg)
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x is None else int(x)
 
 
 def budget_config(params: Mapping[str, Any], budget: int) -> SamplingConfig:
@@ -124,7 +158,8 @@ def budget_runs(problems: pd.DataFrame, model: str, params: Mapping[str, Any],
                 budgets: Sequence[int]) -> dict[int, RolloutRun]:
     """One budget-forced rollout run per budget, same problems and prompt (so one extraction)."""
     problems = budget_problems(problems, params)
-    return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=params["backend"],
+    be = _backend_for(model, params["backend"], params["model_source"], vllm_engine_args(params))
+    return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=be,
                                  source=params["model_source"], price_overrides=dict(params.get("prices") or {}))
             for b in budgets}
 

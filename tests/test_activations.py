@@ -92,3 +92,77 @@ def test_prompt_longer_than_the_context_is_an_error(lm):
     ctx = lm.model.config.max_position_embeddings
     with pytest.raises(ValueError, match=f"longer .* than the model's context of {ctx} tokens"):
         A.left_padded_batch(lm.tokenizer, ["x " * (ctx + 10)], ctx)
+
+
+# ------------------------------------------------------------------ token-budget batching
+
+QUESTIONS = [f"What is {i} * {i + 3}?" + " and more" * ((7 * i) % 5) for i in range(11)]
+
+
+def test_token_budget_batches_take_every_prompt_once_within_the_budget():
+    lengths = [5, 17, 3, 17, 9, 40, 1, 8, 8, 2, 30]
+    for budget in (1, 16, 40, 41, 64, 1000):
+        plan = A.token_budget_batches(lengths, budget)
+        flat = np.concatenate(plan)
+        assert sorted(flat.tolist()) == list(range(len(lengths)))  # every prompt exactly once
+        for b in plan:
+            width = max(lengths[i] for i in b)
+            assert len(b) == 1 or len(b) * width <= budget
+        assert lengths[plan[0][0]] == max(lengths)  # the widest batch first: an OOM shows at once
+    assert len(A.token_budget_batches(lengths, 1000)) == 1
+    with pytest.raises(ValueError, match="positive"):
+        A.token_budget_batches(lengths, 0)
+    fixed = A.ExtractionConfig(batch_size=4).batches(lengths)
+    assert [len(b) for b in fixed] == [4, 4, 3] and sorted(np.concatenate(fixed).tolist()) == list(range(11))
+
+
+def test_token_budget_extraction_restores_order_and_equals_the_fixed_batches(lm):
+    ex = A.NNsightExtractor(lm)
+    layers = list(range(ex.n_layers + 1))
+    prompts = chat_prompts(lm.tokenizer, QUESTIONS, SUFFIX)
+    n = A.eoi_token_count(lm.tokenizer, SUFFIX)
+    ids = A.tokenize_prompts(lm.tokenizer, prompts)
+    budget = 3 * max(len(x) for x in ids)  # several batches of different sizes
+    assert len(A.ExtractionConfig(token_budget=budget).batches([len(x) for x in ids])) > 2
+    packed = A.extract_in_order(ex, prompts, layers, n, A.ExtractionConfig(token_budget=budget))
+    fixed = A.extract_in_order(ex, prompts, layers, n, A.ExtractionConfig(batch_size=4))
+    one_each = torch.cat([ex.extract([p], layers, n)["eoi"] for p in prompts])  # the order of the prompts
+    torch.testing.assert_close(packed, fixed, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed, one_each, rtol=1e-4, atol=1e-5)
+    ref = A.hidden_states_reference(lm, prompts, layers, n)
+    torch.testing.assert_close(packed[:, :-1], ref[:, :-1], rtol=1e-4, atol=1e-5)
+
+
+def test_extract_activations_with_a_token_budget(lm, tmp_path):
+    problems = pd.DataFrame({"problem_id": [f"q{i:02d}" for i in range(len(QUESTIONS))], "question": QUESTIONS})
+    fixed = A.extract_activations(problems, lm, prompt_suffix=SUFFIX, cfg=A.ExtractionConfig(batch_size=4, token_layers=(2,)),
+                                  out_root=tmp_path, progress=False)
+    cfg = A.ExtractionConfig(token_budget=120, token_layers=(2,))
+    s = A.extract_activations(problems, lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
+    assert s.dir != fixed.dir and s.meta["token_budget"] == 120 and "batch_size" not in s.meta
+    assert "token_budget" not in fixed.meta  # the fixed-batch key is the one it always was
+    assert sum(s.meta["chunk_rows"]) == len(problems) == len(set(s.problem_ids))
+    assert s.meta["n_chunks"] == len(s.meta["chunk_rows"]) > 1
+    pids = problems["problem_id"].tolist()
+    for layer in s.layers:
+        np.testing.assert_allclose(s.layer(layer)[s.rows_for(pids)], fixed.layer(layer)[fixed.rows_for(pids)],
+                                   rtol=1e-4, atol=1e-5)
+    T, M = s.tokens(2)
+    T0, M0 = fixed.tokens(2)
+    r, r0 = s.rows_for(pids), fixed.rows_for(pids)
+    np.testing.assert_array_equal(M[r].sum(1), M0[r0].sum(1))
+    np.testing.assert_allclose(T[r][M[r]], T0[r0][M0[r0]], rtol=1e-4, atol=1e-5)
+    again = A.extract_activations(problems.iloc[::-1], lm, prompt_suffix=SUFFIX, cfg=cfg, out_root=tmp_path, progress=False)
+    assert again.dir == s.dir
+
+
+def test_ndif_remote_wraps_the_hub_id_not_the_local_copy(lm, monkeypatch):
+    import nnsight
+
+    with pytest.raises(ValueError, match="NDIF runs hub models only"):
+        A.NNsightExtractor(lm, remote=True)  # the tiny model is built locally
+    seen = {}
+    monkeypatch.setattr(nnsight, "TransformersModel", lambda repo, **kw: seen.setdefault("repo", repo))
+    hub = type(lm)(**{**lm.__dict__, "source": "hub:Qwen/Qwen2.5-Math-1.5B-Instruct"})
+    A.NNsightExtractor(hub, remote=True)
+    assert seen["repo"] == "Qwen/Qwen2.5-Math-1.5B-Instruct"
