@@ -27,6 +27,8 @@ SEED_RESULTS = pd.DataFrame({
     "f1": [0.295, 0.220, 0.174, 0.167, 0.147, 0.135, 0.133, 0.104, 0.108, 0.109],
 })
 SEED_BASE_RATE = 0.022
+#: Fewer backtracking sentences than this in the test chains: the chapter draws no verdict.
+MIN_TEST_EVENTS = 50
 
 
 def lag_pairs(pos: np.ndarray, n_tokens: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +190,12 @@ def position_features(tokens: pd.DataFrame) -> np.ndarray:
     return np.c_[rel, rel ** 2, np.log1p(tokens["pos"].to_numpy())].astype(float)
 
 
+#: Columns of ``lag_sweep``'s table (NaN where a split had one class only).
+RESULT_COLUMNS = ("probe", "layer", "lag", "auroc", "auroc_low", "auroc_high", "f1", "f1_low", "f1_high",
+                  "val_auroc", "threshold", "C", "base_rate", "n_train", "n_val", "n_test",
+                  "pos_train", "pos_val", "pos_test", "note")
+
+
 def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence[int], *,
               Cs: Sequence[float] = (0.01, 0.1, 1.0), n_boot: int = 1000, seed: int = 0,
               baselines: bool = True, progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -214,4 +222,5 @@ def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence
             fits[(name, int(lag))] = fit
             bar.update(1)
     bar.close()
-    return pd.DataFrame(rows), fits
+    table = pd.DataFrame(rows)
+    return table.reindex(columns=[*RESULT_COLUMNS, *[c for c in table.columns if c not in RESULT_COLUMNS]]), fits

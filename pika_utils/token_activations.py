@@ -111,12 +111,10 @@ def extract_token_activations(chains: pd.DataFrame, lm, layers: Sequence[int], *
         if path.exists():
             continue
         sl = slice(c * batch_size, (c + 1) * batch_size)
-        texts = [lm.tokenizer.decode(x) for x in full[sl]]  # not used for ids: see _extract_ids
         got = _extract_ids(extractor, full[sl], layers)  # (b, L, width, d), left padded
         width = got.shape[2]
         keep = [got[i, :, width - n:, :].transpose(0, 1) for i, n in enumerate(n_chain_tok[sl])]
         acts = torch.cat(keep) if keep else torch.zeros((0, len(layers), got.shape[-1]))
-        del texts
         tmp = path.with_name(f".{path.name}.tmp")
         out.mkdir(parents=True, exist_ok=True)
         save_file({"acts": acts.to(_DTYPES[dtype]).contiguous()}, str(tmp), metadata={"key": key, "chunk": str(c)})

@@ -142,3 +142,92 @@ def test_chain_bootstrap_matches_plain_metrics_without_resampling():
     rows = np.concatenate([np.flatnonzero(chain == c).repeat(1) for c in range(30) for _ in range(int(counts[0, c]))])
     auc, f1 = LP.weighted_metrics(y, s, cidx, counts, 0.5)
     assert auc[0] == pytest.approx(LP.auroc(y[rows], s[rows])) and f1[0] == pytest.approx(LP.f1_at(y[rows], s[rows], 0.5))
+
+
+def _written_chains(n=30, seed=0):
+    """Chains with hand-written sentences: backtracking ones in capitals (letters found nowhere
+    else), so the current token's identity separates them at lag 0."""
+    rng = np.random.default_rng(seed)
+    plain = ["add three and four to get seven.", "so the sum is ten.", "multiply by two.", "the total is nine."]
+    back = ["WAIT, WRONG SUM!", "HMM, REDO IT."]
+    rows = []
+    for i in range(n):
+        parts = [plain[j] for j in rng.integers(0, len(plain), 5)]
+        if i % 3 != 2:  # two chains in three backtrack once
+            parts.insert(int(rng.integers(1, 5)), back[i % 2])
+        rows.append({"chain_id": f"c{i:02d}", "prefix": f"q{i}: what is it?\na: ", "text": " ".join(parts)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    from pika_utils import chains as CH
+    from pika_utils.models import load_model
+    from pika_utils.token_activations import extract_token_activations
+
+    torch.set_num_threads(1)
+    lm = load_model("tiny-random-llama", source="offline")
+    chains = _written_chains()
+    acts = extract_token_activations(chains, lm, [1, 2, 4], dtype="float32", batch_size=7,
+                                     out_root=tmp_path_factory.mktemp("tokacts"), progress=False)
+    labels = CH.token_labels_for(acts.tokens, chains)
+    return lm, chains, acts, labels
+
+
+def test_token_activations_equal_hidden_states_at_chain_tokens(tiny_run):
+    import torch
+
+    lm, chains, acts, _ = tiny_run
+    tokens = acts.tokens
+    assert acts.meta["n_tokens"] == len(tokens) == len(acts.layer(2))
+    for cid in ["c00", "c07"]:
+        row = chains.set_index("chain_id").loc[cid]
+        ids = lm.tokenizer(row["prefix"] + row["text"], add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            hs = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        rows = np.flatnonzero(tokens["chain_id"].to_numpy() == cid)
+        n = len(rows)
+        assert n == len(lm.tokenizer(row["text"], add_special_tokens=False)["input_ids"])  # byte-level: one per char
+        assert (tokens["pos"].to_numpy()[rows] == np.arange(n)).all()
+        for layer in [x for x in acts.layers if x < 4]:  # hidden_states[4] has the final norm applied
+            np.testing.assert_allclose(acts.layer(layer)[rows], hs[layer][0, -n:].numpy(), rtol=1e-4, atol=1e-4)
+        # the offsets point into the chain's text
+        t = tokens.iloc[rows]
+        assert "".join(row["text"][a:b] for a, b in zip(t["start"], t["end"])) == row["text"]
+
+
+def test_labels_cover_exactly_the_backtracking_sentences(tiny_run):
+    _, chains, acts, labels = tiny_run
+    tokens = acts.tokens
+    text = chains.set_index("chain_id")["text"]
+    chars = np.array([text[c][a:b] for c, a, b in zip(tokens["chain_id"], tokens["start"], tokens["end"])])
+    # every capital letter is inside a backtracking sentence, no lowercase letter is
+    assert labels[np.char.isupper(chars)].all()
+    assert not labels[np.char.islower(chars)].any()
+    per_chain = pd.Series(labels).groupby(tokens["chain_id"].to_numpy()).sum()
+    assert ((per_chain > 0) == chains.set_index("chain_id")["text"].str.contains("WAIT|HMM")).all()
+
+
+def test_probes_and_baselines_on_the_smoke_model(tiny_run):
+    _, chains, acts, labels = tiny_run
+    split_of = LP.chain_split(chains["chain_id"], (0.5, 0.25, 0.25), seed=0)
+    table, fits = LP.lag_sweep(acts, labels, split_of, [-4, 0, 4], Cs=(0.1, 1.0), n_boot=100, progress=False)
+    assert set(table["probe"]) == {"layer 1", "layer 2", "layer 4", "token identity", "position"}
+    assert len(table) == 5 * 3 and table["auroc"].notna().all()
+    assert ((table["auroc_low"] <= table["auroc"]) & (table["auroc"] <= table["auroc_high"])).all()
+    # capitals mark the backtracking sentences: the current token separates them at lag 0
+    at0 = table[table["lag"] == 0].set_index("probe")
+    assert at0.loc["token identity", "auroc"] > 0.9
+    assert at0.loc["layer 1", "auroc"] > 0.8
+    # the test scores come from test chains only, and shift by the lag inside each chain
+    test_chains = {c for c, s in split_of.items() if s == "test"}
+    fit = fits[("layer 2", 4)]
+    tokens = acts.tokens
+    assert set(tokens["chain_id"].to_numpy()[fit.test_rows]) <= test_chains
+    assert (tokens["pos"].to_numpy()[fit.test_rows] + 4 < tokens["n_tokens"].to_numpy()[fit.test_rows]).all()
+    assert fit.row["n_test"] == len(fit.test_rows) == len(fit.test_score)
+    # the lag -4 pairs' labels are the labels 4 tokens back
+    n_lab = int(labels[fit.test_rows + 4].sum())
+    assert fit.row["pos_test"] == n_lab
