@@ -231,3 +231,26 @@ def test_probes_and_baselines_on_the_smoke_model(tiny_run):
     # the lag -4 pairs' labels are the labels 4 tokens back
     n_lab = int(labels[fit.test_rows + 4].sum())
     assert fit.row["pos_test"] == n_lab
+
+
+def test_chapter_08_runs_on_the_smoke_profile(tmp_path, monkeypatch):
+    """papermill runs chapter 8 on the smoke profile: chains, labels, activations, probes, the
+    LLM annotator's code path; its figures and tables are in the executed notebook (the whole
+    smoke book, rendered, is tests/test_book.py)."""
+    import json
+
+    from pika_utils import book
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.stage_book(tmp_path)
+    timings = book.execute_chapters("smoke", chapters=["08_backtracking"], root=tmp_path, progress=False)
+    assert set(timings) == {"08_backtracking"}
+    nb = json.loads((tmp_path / "book" / "chapters" / "08_backtracking.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    data = [o.get("data", {}) for o in outputs]
+    assert sum("image/png" in d for d in data) >= 3  # heatmaps, curves, an example chain
+    assert sum("text/html" in d for d in data) >= 3  # events, results, seed comparison
+    text = json.dumps(data)
+    assert "Smoke profile" in text and "kappa" in text
+    assert "Too few events for a verdict" in text  # a random model writes no backtracking
