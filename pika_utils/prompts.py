@@ -39,8 +39,7 @@ def chat_prompts(tokenizer, questions: Sequence[str], suffix: str = "", system_p
 #: say so ("Wait, ...") and redo it. Backtracking here is prompted, not spontaneous; the chapter
 #: says so. Reasoning models (R1-style, `paper`) get the plain paper suffix and backtrack on their own.
 CHECK_AND_REDO_SUFFIX = (
-    "Solve it step by step, one short step per line. Check each step. If a step is wrong, write "
-    "\"Wait,\" say what is wrong and redo the step, for example:\n"
-    "Step 1: 12 + 9 = 22.\nWait, 12 + 9 is 21, not 22.\nStep 1: 12 + 9 = 21.\n"
-    "End with the final answer within \\boxed{}."
+    "Solve it step by step, one short step per line. After each step, check it. When a step is "
+    "wrong, start a new line with \"Wait,\" explain the mistake and redo the step. End with the "
+    "final answer within \\boxed{}."
 )
