@@ -4,7 +4,7 @@ A *backtracking* sentence is one where the writer decides its current line is wr
 it (Venhoff et al.'s "backtracking" label): it opens with a cue such as "Wait", "Hmm",
 "Actually", "Alternatively", "But wait", "No, ...", "Let me re-check", "Oops", "Hold on", or says
 "I made a mistake" / "let me redo/correct". A sentence that only *checks* ("Check: 2+3=5, correct")
-is verification, not backtracking, and is not marked.
+is verification, not backtracking, and is not marked; nor is a chain's first sentence.
 
 ``annotate`` is the rule-based annotator (no model, reproducible, tested on written examples);
 ``token_labels`` turns its sentence spans into one label per token through the tokenizer's
@@ -77,8 +77,11 @@ def is_backtracking(sentence: str) -> bool:
 
 
 def annotate(text: str) -> list[Sentence]:
-    """Every sentence of ``text`` with its rule-based backtracking label."""
-    return [Sentence(s.start, s.end, s.text, is_backtracking(s.text)) for s in split_sentences(text)]
+    """Every sentence of ``text`` with its rule-based backtracking label. The first sentence of
+    a chain is never backtracking: there is no earlier step to go back on (small models told to
+    write "Wait," when a step is wrong often open with "Wait, let's solve this step by step")."""
+    return [Sentence(s.start, s.end, s.text, i > 0 and is_backtracking(s.text))
+            for i, s in enumerate(split_sentences(text))]
 
 
 def token_labels(offsets: Sequence[tuple[int, int]], sentences: Sequence[Sentence]) -> np.ndarray:

@@ -59,6 +59,11 @@ def test_sentences_split_at_ends_and_lines_not_decimals():
     assert [s.backtracking for s in BL.annotate(text)] == [False, True, False, False]
 
 
+def test_a_chains_first_sentence_is_not_backtracking():
+    text = "Wait, let's solve this step by step.\nStep 1: 2 + 2 = 5.\nWait, 2 + 2 = 4."
+    assert [s.backtracking for s in BL.annotate(text)] == [False, False, True]
+
+
 def test_token_labels_follow_sentence_offsets():
     text = "Add 2 and 3. Wait, no. It is 6."
     sents = BL.annotate(text)
