@@ -4,7 +4,8 @@ A *backtracking* sentence is one where the writer decides its current line is wr
 it (Venhoff et al.'s "backtracking" label): it opens with a cue such as "Wait", "Hmm",
 "Actually", "Alternatively", "But wait", "No, ...", "Let me re-check", "Oops", "Hold on", or says
 "I made a mistake" / "let me redo/correct". A sentence that only *checks* ("Check: 2+3=5, correct")
-is verification, not backtracking, and is not marked; nor is a chain's first sentence.
+is verification, not backtracking, and is not marked; nor is a cue followed by a confirmation
+("Wait, this is correct."), nor a chain's first sentence.
 
 ``annotate`` is the rule-based annotator (no model, reproducible, tested on written examples);
 ``token_labels`` turns its sentence spans into one label per token through the tokenizer's
@@ -71,8 +72,16 @@ def split_sentences(text: str) -> list[Sentence]:
     return out
 
 
+#: A sentence that confirms a step ("Wait, this is correct.") goes back on nothing.
+_CONFIRM_RE = re.compile(r"\b(?:is|are|was|it'?s|that'?s|this'?s)\s+(?:indeed\s+|also\s+)?(?:correct|right)\b"
+                         r"|\bindeed\b|\bchecks out\b", re.IGNORECASE)
+
+
 def is_backtracking(sentence: str) -> bool:
-    """True if the sentence opens with a backtracking cue or says it made a mistake."""
+    """True if the sentence opens with a backtracking cue or says it made a mistake, unless it
+    only confirms a step ("Wait, this is correct.")."""
+    if _CONFIRM_RE.search(sentence) and not _ANY_RE.search(sentence):
+        return False
     return bool(_OPEN_RE.match(sentence) or _ANY_RE.search(sentence))
 
 

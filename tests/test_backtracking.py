@@ -25,6 +25,8 @@ BACKTRACKING = [
     "So I made a mistake in step 2.",
     "That's incorrect; the remainder is 1.",
     "Let me redo this step.",
+    "Wait, that is not correct.",
+    "Wait, it's not right: 3 + 4 is 7.",
 ]
 NOT_BACKTRACKING = [
     "First, compute 3 + 4 = 7.",
@@ -37,6 +39,9 @@ NOT_BACKTRACKING = [
     "She actually bought 3 apples.",
     "Step 1: Multiply 6 by 7 to get 42.",
     "Known values: a = 2, b = 3.",
+    "Wait, this is correct.",
+    "Wait, it's right!",
+    "Wait, 630 is indeed equal to 42 multiplied by 15.",
 ]
 
 
