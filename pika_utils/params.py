@@ -132,6 +132,21 @@ PARAMETERS: dict[str, Param] = {
     "code_models": Param("list", check=_list_of(str), help="models whose programs are generated and run"),
     "code_k": Param("int", check=_range(1, 10_000), help="programs sampled per code problem"),
     "code_max_new_tokens": Param("int", check=_range(1, 1_000_000), help="token limit of a program"),
+    # chapter 8: backtracking probes at temporal lags
+    "bt_generator": Param("str", help="model that writes the chains of thought"),
+    "bt_reader": Param("str", help="model whose residual stream is read at every chain token"),
+    "bt_prompt": Param("str", check=_one_of("check_and_redo", "paper"),
+                       help="instruction: ask a plain instruct model to check and redo steps, or the paper's"),
+    "bt_n_chains": Param("int", check=_range(3, 1_000_000), help="chains (one per sampled problem)"),
+    "bt_max_new_tokens": Param("int", check=_range(1, 1_000_000)),
+    "bt_temperature": Param("float", check=lambda v: None if v > 0 else "must be > 0 (sampled chains)"),
+    "bt_layers_fracs": Param("list", check=_list_of(float, 0.0, 1.0), help="reader layers as fractions of its depth"),
+    "bt_lags": Param("list", check=_list_of(int, -10_000, 10_000)),
+    "bt_Cs": Param("list", check=_list_of(float, 1e-12), help="inverse L2 strengths tried on validation chains"),
+    "bt_extract_dtype": Param("str", check=_one_of("float32", "float16", "bfloat16")),
+    "bt_batch_size": Param("int", check=_range(1, 100_000)),
+    "bt_llm_annotator": Param("str", optional=True, help="instruct model for the six-label annotator (null: skip)"),
+    "bt_llm_max_chains": Param("int", optional=True, check=_range(1, 1_000_000)),
 }
 
 

@@ -36,3 +36,13 @@ def chat_prompt(tokenizer, question: str, suffix: str = "", system_prompt: str |
 
 def chat_prompts(tokenizer, questions: Sequence[str], suffix: str = "", system_prompt: str | None = None) -> list[str]:
     return [chat_prompt(tokenizer, q, suffix, system_prompt) for q in questions]
+
+#: Chapter 8: the check-and-redo instruction. The workshop's small instruct models have no
+#: trained reasoning mode, so they are *asked* to check each step and, when a step is wrong, to
+#: say so ("Wait, ...") and redo it. Backtracking here is prompted, not spontaneous; the chapter
+#: says so. Reasoning models (R1-style, `paper`) get the plain paper suffix and backtrack on their own.
+CHECK_AND_REDO_SUFFIX = (
+    "Solve it step by step, one short step per line. After each step, check it. When a step is "
+    "wrong, start a new line with \"Wait,\" explain the mistake and redo the step. End with the "
+    "final answer within \\boxed{}."
+)
