@@ -196,7 +196,7 @@ def write_environment_page(root: Path = REPO_ROOT) -> Path:
         "# Environment", "",
         "The chapters ran in the environment below. To rebuild it, check out the same commit of the",
         f"repository and run `make install`: it installs `{LOCK_FILE}`, which pins every package with the",
-        "sha256 of its files, so pip installs those files or nothing. Compare the lock you have with the",
+        "sha256 of its files, so the install takes those files or fails. Compare the lock you have with the",
         f"one that ran: `sha256sum {LOCK_FILE}`. The pip freeze below lists what was installed.", "",
     ]
     for i, (env, chapters) in enumerate(groups.values(), 1):
