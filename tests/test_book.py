@@ -76,7 +76,7 @@ def test_smoke_book_end_to_end(tmp_path, monkeypatch):
     assert any(line.startswith("torch==") for line in env["pip_freeze"]) and len(env["pip_freeze"]) > 100
     page = (tmp_path / "_build" / "html" / "book" / "environment.html").read_text()
     assert lock_sha in page and "torch==" in page and "pip freeze" in page
-    assert "Environment" in (tmp_path / "_build" / "html" / "index.html").read_text()  # in the navigation
+    assert 'href="environment.html"' in (tmp_path / "_build" / "html" / "book" / "intro.html").read_text()  # in the navigation
 
 
 def test_environment_page_without_executed_chapters(tmp_path):
