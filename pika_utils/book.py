@@ -5,8 +5,11 @@ The chapter list is read from ``_toc.yml`` (each ``book/chapters/NAME`` entry is
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,10 @@ REPO_ROOT = store.REPO_ROOT
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 #: Files that make up the book's source besides the executed notebooks.
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "references.bib")
+#: The lock `make install` installs from; its sha256 is recorded with every executed chapter.
+LOCK_FILE = "requirements.lock"
+#: The generated page (gitignored) that shows the environment the chapters ran in.
+ENVIRONMENT_PAGE = "book/environment.md"
 
 
 class ChapterFailed(RuntimeError):
@@ -152,7 +159,7 @@ def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
     nb = json.loads(nb_path.read_text())
     nb.setdefault("metadata", {})["pika"] = {
         "parameters": dict(params), "versions": store.versions(), "wall_s": round(seconds, 1),
-        "executed": store.now_iso(),
+        "executed": store.now_iso(), "environment": environment_record(),
     }
     store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
 
@@ -187,6 +194,75 @@ def tidy_executed(nb_path: Path, share: Mapping[str, Any], profile: str | None) 
         cells.insert(last + 1, {"cell_type": "markdown", "id": "pika-parameters-note",
                                 "metadata": {"pika": "parameters-note"}, "source": note})
     store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+def _canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def environment_record(lock: Path | None = None) -> dict[str, Any]:
+    """The environment this process runs in: the sha256 of the lock, the full ``pip freeze``
+    (read with importlib.metadata) and every package whose installed version is not the lock's."""
+    lock = Path(lock or REPO_ROOT / LOCK_FILE)
+    installed: dict[str, tuple[str, str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            installed.setdefault(_canonical_name(name), (name, dist.version))
+    freeze = sorted((f"{n}=={v}" for n, v in installed.values()), key=str.lower)
+    differs = None
+    if lock.exists():
+        pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", lock.read_text(), re.M)
+        differs = [f"{n}: lock {v}, installed {installed.get(_canonical_name(n), (n, None))[1]}"
+                   for n, v in pins if installed.get(_canonical_name(n), (n, None))[1] != v]
+    return {
+        "lock": LOCK_FILE, "lock_sha256": store.file_sha256(lock) if lock.exists() else None,
+        "matches_lock": differs == [], "differs_from_lock": differs,
+        "python": platform.python_version(), "platform": platform.platform(), "pip_freeze": freeze,
+    }
+
+
+def write_environment_page(root: Path = REPO_ROOT) -> Path:
+    """Write ``book/environment.md`` from the environments recorded in the executed chapters (or,
+    where none is, this process's): the lock's sha256, whether it was matched, the pip freeze."""
+    root = Path(root)
+    groups: dict[str, tuple[dict, list[str]]] = {}
+    for name in toc_chapters(root):
+        nb = root / "book" / "chapters" / f"{name}.ipynb"
+        env = json.loads(nb.read_text()).get("metadata", {}).get("pika", {}).get("environment") if nb.exists() else None
+        if env:
+            key = store.stable_hash({k: env.get(k) for k in ("lock_sha256", "pip_freeze", "python", "platform")})
+            groups.setdefault(key, (env, []))[1].append(name)
+    if not groups:
+        groups["now"] = (environment_record(), [])
+    lines = [
+        "# Environment", "",
+        "The chapters ran in the environment below. To rebuild it, check out the same commit of the",
+        f"repository and run `make install`: it installs `{LOCK_FILE}`, which pins every package with the",
+        "sha256 of its files, so the install takes those files or fails. Compare the lock you have with the",
+        f"one that ran: `sha256sum {LOCK_FILE}`. The pip freeze below lists what was installed.", "",
+    ]
+    for i, (env, chapters) in enumerate(groups.values(), 1):
+        if len(groups) > 1:
+            lines += [f"## Environment {i}", ""]
+        if env["matches_lock"]:
+            match = f"yes: every package of `{LOCK_FILE}` at its locked version"
+        elif env["differs_from_lock"] is None:
+            match = f"unknown: there was no `{LOCK_FILE}`"
+        else:
+            match = f"no: {len(env['differs_from_lock'])} package(s) differ from the lock (listed below)"
+        lines += [
+            "| | |", "|---|---|",
+            f"| chapters | {', '.join(chapters) if chapters else 'none executed; the environment that rendered the book'} |",
+            f"| lock | `{env['lock']}` |",
+            f"| lock sha256 | `{env['lock_sha256']}` |",
+            f"| installed as locked | {match} |",
+            f"| Python | {env['python']} |",
+            f"| platform | {env['platform']} |", "",
+        ]
+        if env["differs_from_lock"]:
+            lines += ["Installed versions that differ from the lock:", "", "```text",
+                      *env["differs_from_lock"], "```", ""]
+        lines += [f"pip freeze ({len(env['pip_freeze'])} packages):", "", "```text", *env["pip_freeze"], "```", ""]
+    return store.atomic_write_bytes(root / ENVIRONMENT_PAGE, "\n".join(lines).encode())
 
 
 def stage_book(root: Path) -> Path:
@@ -207,6 +283,7 @@ def build_book(root: Path = REPO_ROOT) -> Path:
     summary = Path(root) / "book" / "run_summary.md"
     if not summary.exists():  # the intro includes it; a build without a recorded run says so
         store.atomic_write_bytes(summary, b"No run of the chapters was recorded in this folder (the runner writes this).\n")
+    write_environment_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
     print("[book] " + " ".join(cmd), flush=True)

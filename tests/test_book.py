@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pika_utils import book
+from pika_utils import book, store
 
 NOTEBOOKS = sorted((book.REPO_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -68,6 +68,22 @@ def test_smoke_book_end_to_end(tmp_path, monkeypatch):
     assert "success_rate" in html and "Smoke profile" in html
     rollouts_nb = json.loads((tmp_path / "book" / "chapters" / "01_rollouts.ipynb").read_text())
     assert rollouts_nb["metadata"]["papermill"]["parameters"]["k"] == 4
+    # the environment: the lock's sha256 and the full pip freeze in every chapter's metadata,
+    # shown once on the Environment page
+    lock_sha = store.file_sha256(book.REPO_ROOT / book.LOCK_FILE)
+    env = rollouts_nb["metadata"]["pika"]["environment"]
+    assert env["lock_sha256"] == lock_sha
+    assert any(line.startswith("torch==") for line in env["pip_freeze"]) and len(env["pip_freeze"]) > 100
+    page = (tmp_path / "_build" / "html" / "book" / "environment.html").read_text()
+    assert lock_sha in page and "torch==" in page and "pip freeze" in page
+    assert 'href="environment.html"' in (tmp_path / "_build" / "html" / "book" / "intro.html").read_text()  # in the navigation
+
+
+def test_environment_page_without_executed_chapters(tmp_path):
+    book.stage_book(tmp_path)
+    page = book.write_environment_page(tmp_path).read_text()
+    assert store.file_sha256(book.REPO_ROOT / book.LOCK_FILE) in page
+    assert "none executed" in page and "pip freeze" in page
 
 
 def check_clean_pages(root: Path) -> None:

@@ -1,7 +1,6 @@
 """A user's own problems and models: problem files in three formats (and every malformed variant
 named), a GGUF file given by its path, `pika label`/`rollouts`/`route` on such files."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import code_grading, code_tasks, graders, problem_table, tasks
+from pika_utils import code_grading, graders, problem_table, tasks
 from pika_utils.code_tasks import convert_code_frame
 
 

@@ -1,7 +1,6 @@
 """The powered workshop's pieces: the surface-matched source, MATH-500's human levels, subsets per
 model, stop strings, tie ceilings, selection on small splits, and the verdict rule."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from pika_utils import pipeline, tasks, verdicts

@@ -2,7 +2,6 @@
 closed, graded as a failure with its reason; the 164 HumanEval reference solutions pass."""
 import os
 import time
-from pathlib import Path
 
 from pika_utils import code_grading, sandbox
 
