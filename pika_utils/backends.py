@@ -152,18 +152,21 @@ class VLLMBackend:
 
 
 def make_backend(model: str, backend: str = "transformers", *, source: str = "auto",
-                 device: str | None = None, dtype: str = "float32", **kwargs) -> Backend:
-    """Resolve a model name through the registry and wrap it in the chosen backend."""
+                 device: str | None = None, dtype: str = "float32", revision: str | None = None,
+                 **kwargs) -> Backend:
+    """Resolve a model name through the registry and wrap it in the chosen backend; ``revision``
+    pins the hub commit (recorded in the run's identity)."""
     if backend == "transformers":
         from .models import load_model
-        return TransformersBackend(load_model(model, source=source, device=device, dtype=dtype))
+        return TransformersBackend(load_model(model, source=source, device=device, dtype=dtype, revision=revision))
     if backend == "vllm":
         from .models import MODEL_REGISTRY
         spec = MODEL_REGISTRY.get(model)
         hub_id = spec.hub_id if spec is not None else model
         if hub_id is None:
             raise ValueError(f"model {model!r} has no hub id, so vLLM cannot load it; use backend='transformers'")
-        return VLLMBackend(hub_id, dtype=dtype if dtype != "float32" else "auto", **kwargs)
+        extra = {"revision": revision} if revision else {}
+        return VLLMBackend(hub_id, dtype=dtype if dtype != "float32" else "auto", **extra, **kwargs)
     raise ValueError(f"unknown backend {backend!r}; choose 'transformers' or 'vllm'")
 
 

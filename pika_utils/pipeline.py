@@ -71,23 +71,32 @@ def vllm_engine_args(params: Mapping[str, Any]) -> dict[str, int]:
     return args
 
 
-def _backend_for(model: str, backend: str, model_source: str, engine_args: Mapping[str, int] | None):
+def _backend_for(model: str, backend: str, model_source: str, engine_args: Mapping[str, int] | None,
+                 revision: str | None = None):
     """The backend name as before, or a vLLM engine built with the profile's parallelism."""
     if backend != "vllm" or not engine_args:
         return backend
     from .rollouts import make_backend
 
-    return make_backend(model, "vllm", source=model_source, **dict(engine_args))
+    return make_backend(model, "vllm", source=model_source, revision=revision, **dict(engine_args))
+
+
+def revision_of(model: str, params: Mapping[str, Any]) -> str | None:
+    """The hub commit the profile pins for ``model`` (``model_revisions``), or None."""
+    return (params.get("model_revisions") or {}).get(model)
 
 
 def rollouts_for_models(problems: pd.DataFrame, models: Sequence[str], cfg: SamplingConfig, *,
                         backend: str = "transformers", model_source: str = "auto",
                         prices: Mapping | None = None, limits: Mapping[str, int] | None = None,
-                        engine_args: Mapping[str, int] | None = None) -> dict[str, RolloutRun]:
+                        engine_args: Mapping[str, int] | None = None,
+                        revisions: Mapping[str, str] | None = None) -> dict[str, RolloutRun]:
     """Run (or reuse) every model's rollouts on the same problems (or its ``limits`` subset)."""
+    rev = dict(revisions or {})
     return {m: run_rollouts(subset(problems, (limits or {}).get(m), cfg.seed), m, cfg,
-                            backend=_backend_for(m, backend, model_source, engine_args),
-                            source=model_source, price_overrides=dict(prices or {})) for m in models}
+                            backend=_backend_for(m, backend, model_source, engine_args, rev.get(m)),
+                            source=model_source, revision=rev.get(m), price_overrides=dict(prices or {}))
+            for m in models}
 
 
 def combined_summary(runs: Mapping[str, RolloutRun]) -> pd.DataFrame:
@@ -108,7 +117,8 @@ def rollout_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Ro
     problems = problem_set(params["problem_sources"], split_fractions=params["split_fractions"], seed=params["seed"])
     runs = rollouts_for_models(problems, params["models"], sampling_config(params), backend=params["backend"],
                                model_source=params["model_source"], prices=params.get("prices"),
-                               limits=params.get("model_limits"), engine_args=vllm_engine_args(params))
+                               limits=params.get("model_limits"), engine_args=vllm_engine_args(params),
+                               revisions=params.get("model_revisions"))
     return problems, runs, combined_summary(runs)
 
 
@@ -118,7 +128,7 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
     from .activations import ExtractionConfig, extract_activations
     from .models import load_model
 
-    lm = load_model(model, source=params["model_source"])
+    lm = load_model(model, source=params["model_source"], revision=revision_of(model, params))
     n_layers = int(lm.model.config.num_hidden_layers)
     # pooled probes read every prompt token at layers given as fractions of the depth, so one
     # profile fits models of different depths
@@ -158,8 +168,9 @@ def budget_runs(problems: pd.DataFrame, model: str, params: Mapping[str, Any],
                 budgets: Sequence[int]) -> dict[int, RolloutRun]:
     """One budget-forced rollout run per budget, same problems and prompt (so one extraction)."""
     problems = budget_problems(problems, params)
-    be = _backend_for(model, params["backend"], params["model_source"], vllm_engine_args(params))
-    return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=be,
+    be = _backend_for(model, params["backend"], params["model_source"], vllm_engine_args(params),
+                      revision_of(model, params))
+    return {int(b): run_rollouts(problems, model, budget_config(params, b), backend=be, revision=revision_of(model, params),
                                  source=params["model_source"], price_overrides=dict(params.get("prices") or {}))
             for b in budgets}
 

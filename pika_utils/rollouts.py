@@ -72,6 +72,7 @@ def run_rollouts(
     *,
     backend: Backend | str = "transformers",
     source: str = "auto",
+    revision: str | None = None,
     price_overrides: dict | None = None,
     out_root: Path | None = None,
     progress: bool = True,
@@ -86,7 +87,7 @@ def run_rollouts(
             resolve_spec(model)  # an unknown name fails here, listing the registered ones
         check_prompt_chars(problems["question"].tolist(), context_hint(model), ids=problems["problem_id"].tolist())
     prices.get_price(model, price_overrides)  # fail before any sampling if the price is missing
-    be = make_backend(model, backend, source=source) if isinstance(backend, str) else backend
+    be = make_backend(model, backend, source=source, revision=revision) if isinstance(backend, str) else backend
     identity = be.identity()
     _check_prompt_lengths(be, problems, cfg)  # before generation (and before the run's folder)
     if cfg.budget is not None:

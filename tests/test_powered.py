@@ -123,3 +123,14 @@ def test_free_cores_is_a_sane_count():
     import os
     n = free_cores(0.05)
     assert 1 <= n <= (os.cpu_count() or 1)
+
+
+def test_a_profile_revision_pin_reaches_the_loader():
+    """model_revisions in a profile is passed to the model loader: a pin on a model without a
+    hub id is refused by name instead of being silently ignored."""
+    problems = pipeline.problem_set({"products": {"n": 12}}, seed=0)
+    params = {"model_source": "offline", "model_revisions": {"tiny-random-llama": "0123abcd"}, "seed": 0}
+    with pytest.raises(ValueError, match="tiny-random-llama.*0123abcd"):
+        pipeline.activations_for(problems, "tiny-random-llama", params)
+    assert pipeline.revision_of("tiny-random-llama", params) == "0123abcd"
+    assert pipeline.revision_of("other", params) is None
