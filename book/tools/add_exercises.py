@@ -47,6 +47,51 @@ EXERCISES = {
          "Mean output tokens and success rate per model and source, side by side.",
          "summary.groupby([\"model\", \"source\"])[[\"mean_output_tokens\", \"success_rate\"]].mean().round(3)"),
     ],
+    "02_activations": [
+        ("ex-activations-source", "Which problems look alike inside?",
+         "Take the last end-of-instruction token at the middle layer and compute, for each source, the mean "
+         "cosine similarity between its problems' activations and those of every other source. Do the "
+         "activations already separate the sources before a word is written?",
+         "Normalise the rows, average the cosine similarities within and across sources.",
+         "m = models[0]\n"
+         "lm, acts = extracted[m]\n"
+         "mid = acts.layers[len(acts.layers) // 2]\n"
+         "X = acts.layer(mid, -1)\n"
+         "X = X / np.linalg.norm(X, axis=1, keepdims=True)\n"
+         "src = problems.set_index(\"problem_id\").loc[acts.problem_ids, \"source\"].to_numpy()\n"
+         "S = X @ X.T\n"
+         "names = sorted(set(src))\n"
+         "pd.DataFrame([[S[np.ix_(src == a, src == b)].mean() for b in names] for a in names], index=names, columns=names).round(3)"),
+    ],
+    "06_utility_router": [
+        ("ex-utility-lambda", "The price of caution",
+         "Sweep lambda from 0 to 1 on the test split and find the smallest lambda at which the router "
+         "sends no problem to the most expensive member. What accuracy does it keep there?",
+         "Read the share of the most expensive member along the sweep.",
+         "last = pool.members[-1]\n"
+         "s = sweep[sweep[f\"share:{last}\"] == 0].sort_values(\"lam\")\n"
+         "s[[\"lam\", \"accuracy\", \"cost\", \"cost_with_routing\"]].head(1).round(4) if len(s) else \"every lambda still uses it\""),
+        ("ex-utility-random", "Is the probe doing the work?",
+         "Replace every member's probability by a random number (seeded) and sweep lambda again. How far "
+         "below the probe router's frontier does it fall?",
+         "Shuffle the probabilities within each member and rerun the sweep.",
+         "rng = np.random.default_rng(seed)\n"
+         "shuffled = pool.probs.assign(p=pool.probs.groupby(\"member\")[\"p\"].transform(lambda p: rng.permutation(p.to_numpy())))\n"
+         "noise = R.utility_sweep(shuffled, pool.outcomes, split=\"test\")\n"
+         "pd.DataFrame({\"router\": [\"probe\", \"shuffled probe\"], \"best accuracy\": [sweep[\"accuracy\"].max(), noise[\"accuracy\"].max()]}).round(3)"),
+    ],
+    "07_reasoning_budget": [
+        ("ex-budget-tokens", "Does thinking longer mean hitting the budget?",
+         "For each budget, what share of rollouts used the whole budget, and were those more or less often "
+         "correct than the ones that stopped early?",
+         "Group the rollouts by budget and whether the budget was hit.",
+         "rows = []\n"
+         "for m in budget_models:\n"
+         "    for b, r in runs[m].items():\n"
+         "        g = r.rollouts.groupby(\"budget_hit\")[\"correct\"].agg([\"size\", \"mean\"])\n"
+         "        rows += [{\"model\": m, \"budget\": b, \"budget hit\": bool(k), \"rollouts\": int(v[\"size\"]), \"accuracy\": v[\"mean\"]} for k, v in g.iterrows()]\n"
+         "pd.DataFrame(rows).round(3)"),
+    ],
     "03_probes": [
         ("ex-probes-shuffled", "A probe on shuffled labels",
          "A probe can look good by chance on a small test split. Shuffle one target's labels (seeded), "
