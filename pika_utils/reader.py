@@ -79,8 +79,9 @@ def reader_probe(reader_acts, labels: pd.DataFrame, target: str = "maj_correct",
 def compare_member(reader_acts, own_acts, labels: pd.DataFrame, target: str = "maj_correct", **kw):
     """Reader probe, own probe, TF-IDF and length on the same labels and splits; the paired
     differences are *reader minus* each other on the same test problems."""
-    reader = reader_probe(reader_acts, labels, target, **kw)
-    own = P.eoi_probe(own_acts, labels, target, model=None, **kw)
+    where = {k: kw.pop(k) for k in ("layers", "positions") if k in kw}  # the probes' sweep only
+    reader = reader_probe(reader_acts, labels, target, **where, **kw)
+    own = P.eoi_probe(own_acts, labels, target, model=None, **where, **kw)
     own.name = "own probe"
     reports = [reader, own, P.tfidf_baseline(labels, target, **kw), P.length_baseline(labels, target, **kw)]
     table = P.compare(reports, n_boot=kw.get("n_boot", 1000), seed=kw.get("seed", 0))
@@ -171,3 +172,53 @@ def _comparison(racts, model, problems, p, labels, member, kw) -> pd.DataFrame:
     except ValueError as e:
         return pd.DataFrame([{"member": member, "method": "reader probe", "why": str(e)[:100]}])
     return table.assign(member=member)
+
+
+# --------------------------------------------------------------------------------------------
+# What chapters 5 and 6 ask of a pool's probabilities (own or reader): a setting chosen on
+# validation, replayed on test, against the best single member, with routing paid
+
+
+def cascade_point(probs: pd.DataFrame, outcomes: pd.DataFrame, prefill, members, grid, name: str):
+    """A cascade's thresholds chosen on validation (the cheapest setting at the best single
+    member's validation accuracy, else the most accurate), replayed on test; and its test sweep."""
+    from . import routing as R
+    from . import routing_metrics as M
+
+    val = R.cascade_sweep(probs, outcomes, grid, order=members, prefill_cost=prefill, split="val")
+    pick = M.cost_reduction_at_best_accuracy(val, M.single_members(outcomes, split="val"), cost="cost_with_routing")
+    if not np.isfinite(pick.get("accuracy", np.nan)):
+        pick = val.sort_values(["accuracy", "cost_with_routing"], ascending=[False, True]).iloc[0]
+    test = R.replay(pick, probs, outcomes, prefill_cost=prefill, split="test")
+    row = {"cascade": " > ".join(members), **{k: pick[k] for k in pick.index if k.startswith("threshold:")},
+           **pool_.point(test, name)}
+    return row, R.cascade_sweep(probs, outcomes, grid, order=members, prefill_cost=prefill, split="test")
+
+
+def headline(probs: pd.DataFrame, outcomes: pd.DataFrame, prefill, name: str, *, n_boot: int = 1000,
+             seed: int = 0) -> dict:
+    """The utility router with lambda chosen on validation (cheapest setting at the best single
+    member's validation accuracy, routing paid; else the most accurate), replayed on test against
+    the best single member on test: the share of its accuracy kept and the cost saved with
+    routing paid, each with a paired bootstrap interval over test problems."""
+    from . import routing as R
+    from . import routing_metrics as M
+
+    val = R.utility_sweep(probs, outcomes, prefill_cost=prefill, split="val")
+    pick = M.cost_reduction_at_best_accuracy(val, M.single_members(outcomes, split="val"), cost="cost_with_routing")
+    if not np.isfinite(pick.get("accuracy", np.nan)):
+        pick = val.sort_values(["accuracy", "cost_with_routing"], ascending=[False, True]).iloc[0]
+    lam = float(pick["lam"])
+    routed = R.utility(probs, outcomes, lam, prefill_cost=prefill, split="test")
+    singles = M.single_members(outcomes, split="test")
+    best = singles.sort_values(["accuracy", "cost"], ascending=[False, True], kind="stable").iloc[0]
+    ref = M.always(outcomes, best["member"], "test")
+    ci = M.paired_intervals(routed, ref, cost="cost_with_routing", n_boot=n_boot, seed=seed)
+    acc = float(best["accuracy"])
+    kept = (lambda v: v / acc if acc > 0 else np.nan)
+    return {"router": name, "lam (val)": lam, "best member": best["member"], "best accuracy": acc,
+            "accuracy": ci["accuracy"], "share of accuracy kept": kept(ci["accuracy"]),
+            "kept low": kept(acc + ci["accuracy_diff_low"]), "kept high": kept(acc + ci["accuracy_diff_high"]),
+            "cost saved, routing paid": ci["cost_reduction"], "saved low": ci["cost_reduction_low"],
+            "saved high": ci["cost_reduction_high"], "routing cost per problem": float(routed["routing_cost"].mean()),
+            "best member cost": float(best["cost"])}

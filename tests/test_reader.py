@@ -141,3 +141,43 @@ def test_reader_name_defaults_to_the_cheapest_and_checks():
         == "qwen2.5-coder-1.5b"
     with pytest.raises(ValueError, match="not one of the profile's models"):
         RD.reader_name({"models": ["smollm2-135m"], "reader": "nope"})
+
+
+def test_own_versus_reader_table_on_the_same_problems(reader_probes, tmp_path):
+    """Chapter 3's comparison: reader probe, own probe, TF-IDF and length on the same labels;
+    with the reader as its own member the reader-minus-own difference is exactly zero."""
+    lm, problems, acts, dirs, reports, qs = reader_probes
+    n = len(qs)
+    lab = pd.DataFrame({"problem_id": problems["problem_id"], "question": qs, "split": SPLITS,
+                        "maj_correct": np.array([i % 5 >= 2 for i in range(n)], float),
+                        "prompt_tokens": [len(q.split()) for q in qs]})
+    reps, table = RD.compare_member(acts, acts, lab, "maj_correct", layers=[1, 2], n_boot=50)
+    assert table["method"].tolist() == ["reader probe", "own probe", "tfidf", "length"]
+    own = table.set_index("method").loc["own probe"]
+    assert (own["reader_minus"], own["diff_low"], own["diff_high"]) == (0.0, 0.0, 0.0)
+    assert table["n_test"].eq(8).all() and table["test"].between(0, 1).all()
+    np.testing.assert_array_equal(reps[0].coef, reps[1].coef)
+
+
+def test_reader_pool_on_the_smoke_profile(tmp_path, monkeypatch):
+    """Reader probes for every smoke member (direct and step-by-step answers of the tiny model,
+    read by the tiny model with the direct prompt), stored and read back, priced as one prefill."""
+    from pika_utils import book, pool as pool_
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    params = book.load_profile("smoke")
+    rp = RD.reader_pool(params)
+    pool = pool_.build_pool(params)
+    assert rp.reader == "tiny-random-llama" and rp.reader_member == "tiny-random-llama/direct"
+    assert rp.members == pool.members and len(rp.probes) == len(pool.members)
+    assert set(rp.probs["problem_id"]) == set(pool.outcomes["problem_id"]) == set(rp.reader_prefill["problem_id"])
+    assert rp.probs["p"].between(0, 1).all() and (rp.reader_prefill["prefill_cost"] > 0).all()
+    direct = pool.prefill[pool.prefill["member"] == rp.reader_member].set_index("problem_id")["prefill_cost"]
+    np.testing.assert_allclose(rp.reader_prefill.set_index("problem_id")["prefill_cost"].loc[direct.index], direct)
+    again = RD.reader_pool(params)  # read from the store
+    pd.testing.assert_frame_equal(again.probs, rp.probs)
+    pd.testing.assert_frame_equal(again.reader_prefill, rp.reader_prefill)
+    routed = R.utility(rp.probs, rp.outcomes, 0.0, prefill_cost=rp.prefill)
+    rc = routed.set_index("problem_id")["routing_cost"]
+    answered_by_reader = routed.set_index("problem_id")["member"] == rp.reader_member
+    assert (rc[answered_by_reader] == 0).all() and (rc[~answered_by_reader] > 0).all()
