@@ -181,3 +181,18 @@ def test_reader_pool_on_the_smoke_profile(tmp_path, monkeypatch):
     rc = routed.set_index("problem_id")["routing_cost"]
     answered_by_reader = routed.set_index("problem_id")["member"] == rp.reader_member
     assert (rc[answered_by_reader] == 0).all() and (rc[~answered_by_reader] > 0).all()
+
+
+def test_pika_route_with_reader_probes_reads_once(reader_probes, forwards, tmp_path, capsys):
+    """The users' command line: `pika route` on a saved reader router, one forward of the reader."""
+    from pika_utils import cli
+
+    lm, problems, acts, dirs, reports, qs = reader_probes
+    router = Router(dirs, {"small/direct": 1.0, "big/direct": 3.0}, lam=0.1)
+    path = router.save(tmp_path / "reader-router.json")
+    forwards.clear()
+    assert cli.main(["route", "--router", str(path), "--question", qs[3], "--source", "offline"]) == 0
+    assert forwards == [1]
+    printed = capsys.readouterr().out
+    expect = router.route([qs[3]], lms={lm.name: lm})
+    assert expect["member"].iloc[0] in printed and "p:big/direct" in printed
