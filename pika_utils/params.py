@@ -126,6 +126,8 @@ PARAMETERS: dict[str, Param] = {
     "difficulty_sources": Param("dict", optional=True,
                                 help="problems with a human difficulty, read for chapter 4's probe (activations only)"),
     "cascade_grid": Param("int", check=_range(2, 1001)),
+    "reader": Param("str", optional=True, check=lambda v: None if v.strip() else "must not be blank",
+                    help="the model whose activations reader probes read for every member (null: the cheapest)"),
     # the code domain (chapter 10)
     "code_sources": Param("dict", check=lambda v: None if v else "must name at least one code source",
                           help="code problem sources, e.g. {humaneval: {limit: 60}}"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -188,19 +188,23 @@ def transfer(acts, labels: pd.DataFrame, target: str, train_source: str, test_so
 
 
 def save_trained_probe(path: str | Path, report: ProbeReport, acts, *, prompt_suffix: str,
-                       system_prompt: str | None = None, labels: pd.DataFrame | None = None) -> Path:
-    """Save a fitted EOI probe with everything needed to apply it to new prompts."""
+                       system_prompt: str | None = None, labels: pd.DataFrame | None = None,
+                       extra: Mapping | None = None) -> Path:
+    """Save a fitted EOI probe with everything needed to apply it to new prompts; ``extra``
+    adds fields (e.g. a reader probe's ``reader`` and ``target_member``)."""
     info = {
         "target": report.target, "task": report.task, "layer": int(report.best["layer"]),
         "position": int(report.best["position"]), "alpha": float(report.best["alpha"]),
         "platt": (list(report.platt) if report.platt else [1.0, 0.0]) if report.task == "classification" else None,
-        "platt_fitted": bool(report.platt),  # [1, 0]: not fitted (too few of a class), the raw probability "metrics": report.metrics,
+        # platt [1, 0] with platt_fitted false: too few of a class on validation, the raw probability
+        "platt_fitted": bool(report.platt), "metrics": report.metrics,
         "model": acts.meta["model"], "weights_sha256": acts.meta["weights_sha256"],
         "activations_key": acts.meta["key"], "prompt_suffix": prompt_suffix, "system_prompt": system_prompt,
         "n_layers": (acts.meta.get("model_info") or {}).get("n_layers"),
         "eoi_positions": list(acts.meta.get("positions") or []),
         "labels_hash": store.stable_hash(labels[["problem_id", report.target, "split"]].to_dict(orient="list"))
         if labels is not None else None,
+        **dict(extra or {}),
     }
     save_probe(path, report.coef, info)
     return Path(path)
@@ -209,16 +213,21 @@ def save_trained_probe(path: str | Path, report: ProbeReport, acts, *, prompt_su
 def predict_texts(path: str | Path, questions: Sequence[str], lm=None, batch_size: int = 16) -> pd.DataFrame:
     """Apply a saved probe to new questions: extract the same EOI activation with the same
     model and prompt, return the score (and calibrated probability for binary probes)."""
-    from .activations import NNsightExtractor, eoi_token_count
-    from .models import load_model
-    from .prompts import chat_prompts
+    return predict_many({"probe": path}, questions, lms={"probe": lm} if lm is not None else None,
+                        batch_size=batch_size)["probe"]
 
-    coef, info = load_probe(path)  # validated whole before any model loads
+
+def _check_texts(questions: Sequence[str]) -> list[str]:
     questions = list(questions)
     if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
         from .inputs import validate_questions
         validate_questions(pd.DataFrame({"question": questions}), where="questions to score", id_column=None)
-    lm = lm or load_model(info["model"], source="auto")
+    return questions
+
+
+def _check_probe_model(path, coef: np.ndarray, info: dict, lm) -> None:
+    from .activations import eoi_token_count
+
     if lm.weights_sha256 != info["weights_sha256"]:
         raise ValueError(f"the probe in {path} was trained on {info['model']} weights {info['weights_sha256'][:12]}, "
                          f"but the loaded model has {lm.weights_sha256[:12]} ({lm.source})")
@@ -228,18 +237,70 @@ def predict_texts(path: str | Path, questions: Sequence[str], lm=None, batch_siz
     d_model = int(lm.model.config.hidden_size)
     if coef.shape[0] != d_model:
         raise ValueError(f"the probe in {path} has {coef.shape[0]} weights, {lm.name} has d_model={d_model}")
+
+
+def reading_key(info: Mapping) -> tuple:
+    """What one forward pass serves: probes with the same model weights and prompt read the
+    same residual stream, whatever their layer, position or target."""
+    return (info["model"], info["weights_sha256"], info["prompt_suffix"], info["system_prompt"])
+
+
+def eoi_features(lm, questions: Sequence[str], layers: Sequence[int], n_positions: int, *, prompt_suffix: str,
+                 system_prompt: str | None, batch_size: int = 16) -> np.ndarray:
+    """(questions, layers, n_positions, d_model) EOI activations of new questions: one forward
+    pass per batch, whatever the number of probes that read them."""
+    from .activations import NNsightExtractor
+    from .prompts import chat_prompts
+
     ex = NNsightExtractor(lm)
-    prompts = chat_prompts(lm.tokenizer, list(questions), info["prompt_suffix"], info["system_prompt"])
-    feats = []
-    for i in range(0, len(prompts), batch_size):
-        acts = ex.extract(prompts[i:i + batch_size], [info["layer"]], -info["position"])["eoi"]
-        feats.append(acts[:, 0, 0, :].double().numpy())
-    score = np.concatenate(feats) @ coef
+    prompts = chat_prompts(lm.tokenizer, list(questions), prompt_suffix, system_prompt)
+    feats = [ex.extract(prompts[i:i + batch_size], list(layers), n_positions)["eoi"].double().numpy()
+             for i in range(0, len(prompts), batch_size)]
+    return np.concatenate(feats)
+
+
+def _scores(coef: np.ndarray, info: dict, feats: np.ndarray, layers: Sequence[int], n_positions: int,
+            questions: Sequence[str]) -> pd.DataFrame:
+    """A saved probe applied to features from ``eoi_features`` (its EOI position p < 0 is column
+    n_positions + p: the last n_positions tokens were read)."""
+    x = feats[:, list(layers).index(info["layer"]), n_positions + int(info["position"]), :]
+    score = x @ coef
     out = pd.DataFrame({"question": list(questions), "score": score})
     if info["task"] == "classification":
         a, b = info["platt"] or (1.0, 0.0)  # no Platt fit: the probe's own probability
         out["prob"] = 1 / (1 + np.exp(-(a * score + b)))
     return out
+
+
+def predict_many(paths: Mapping[str, str | Path], questions: Sequence[str], lms: Mapping | None = None, *,
+                 batch_size: int = 16, source: str = "auto") -> dict[str, pd.DataFrame]:
+    """Apply several saved probes to the same questions with ONE forward pass per reading
+    (model and prompt, see ``reading_key``): reader probes that predict every pool member's
+    success from one small model cost one prefill of that model. ``lms`` maps a probe's name
+    or its model's name to a ``LoadedModel``; others load by name."""
+    from .models import load_model
+
+    probes = {name: load_probe(p) for name, p in paths.items()}  # validated whole before any model loads
+    questions = _check_texts(questions)
+    lms, loaded = dict(lms or {}), {}
+    groups: dict[tuple, list[str]] = {}
+    for name, (_, info) in probes.items():
+        groups.setdefault(reading_key(info), []).append(name)
+    out = {}
+    for key, names in groups.items():
+        model = key[0]
+        lm = next((lms[n] for n in names if lms.get(n) is not None), None) or lms.get(model)
+        if lm is None:
+            lm = loaded[model] = loaded.get(model) or load_model(model, source=source)
+        for n in names:
+            _check_probe_model(paths[n], *probes[n], lm)
+        layers = sorted({int(probes[n][1]["layer"]) for n in names})
+        n_pos = max(-int(probes[n][1]["position"]) for n in names)
+        feats = eoi_features(lm, questions, layers, n_pos, prompt_suffix=key[2], system_prompt=key[3],
+                             batch_size=batch_size)
+        for n in names:
+            out[n] = _scores(probes[n][0], probes[n][1], feats, layers, n_pos, questions)
+    return {n: out[n] for n in paths}
 
 
 def evaluate_target(acts, labels: pd.DataFrame, target: str, *, model: str, **kw) -> tuple[list[ProbeReport], pd.DataFrame]:

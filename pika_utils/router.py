@@ -76,19 +76,37 @@ class Router:
         did not consult a member). Models load by the probes' JSON names unless ``lms`` maps a
         member (or a model name) to a ``LoadedModel``."""
         from .models import load_model
-        from .probe_protocol import predict_texts
+        from .probe_protocol import predict_many, reading_key
 
         qs, lms, loaded = list(questions), dict(lms or {}), {}
         if not qs:
             raise ValueError("questions is empty: nothing to route")
+        # probes that read the same model with the same prompt (reader probes: one small model
+        # predicting every member) share one forward pass over all the questions
+        groups: dict[tuple, list[str]] = {}
+        for member in self.order:
+            groups.setdefault(reading_key(self.info[member]), []).append(member)
+        shared: dict[str, np.ndarray] = {}
 
-        def probs_for(member: str, idx: np.ndarray) -> np.ndarray:
+        def lm_for(member: str):
             name = self.info[member]["model"]
             lm = lms.get(member) or lms.get(name)
             if lm is None:
                 lm = loaded[name] = loaded.get(name) or load_model(name, source=source)
-            scored = predict_texts(self.probe_dirs[member], [qs[i] for i in idx], lm=lm, batch_size=batch_size)
-            return _probe_p(scored)
+            return lm
+
+        def probs_for(member: str, idx: np.ndarray) -> np.ndarray:
+            group = groups[reading_key(self.info[member])]
+            if len(group) == 1:  # its own reading: only the questions that need it
+                scored = predict_many({member: self.probe_dirs[member]}, [qs[i] for i in idx],
+                                      {member: lm_for(member)}, batch_size=batch_size)
+                return _probe_p(scored[member])
+            if member not in shared:  # one forward of the reader for every member it predicts
+                lm = lm_for(group[0])
+                scored = predict_many({g: self.probe_dirs[g] for g in group}, qs, {g: lm for g in group},
+                                      batch_size=batch_size)
+                shared.update({g: _probe_p(scored[g]) for g in group})
+            return shared[member][idx]
 
         n, m = len(qs), len(self.order)
         P = np.full((n, m), np.nan)

@@ -112,6 +112,19 @@ class Pool:
     p: np.ndarray | None = None  # (n, m) probe probabilities
     prefill: np.ndarray | None = None  # (n, m) $ of each member's prefill (routing cost)
     expected: np.ndarray | None = None  # (m,) expected $ from train
+    reader: np.ndarray | None = None  # (n,) $ of one reader's prefill (reader probes), else None
+    reader_index: int = -1  # the member whose own prefill is the reader's (reused when it answers)
+
+
+@dataclass
+class ReaderPrefill:
+    """The routing cost of reader probes: one reader model's prefill per problem (``problem_id,
+    prefill_cost``), paid once whatever the number of members, and not at all when ``member``
+    (the reader answering with the prompt it was read with) is the one chosen: its prefill is
+    reused. Pass it as ``prefill_cost`` to any router or sweep."""
+
+    cost: pd.DataFrame
+    member: str | None = None
 
 
 def _sorted_ids(ids) -> np.ndarray:
@@ -185,7 +198,14 @@ def make_pool(probs: pd.DataFrame | None, outcomes: pd.DataFrame, *, members: Se
     if probs is not None:
         check_probs(probs, members)
         pool_.p = _wide(probs[probs["member"].isin(members)], "p", members, problems, "probs")
-    if prefill_cost is not None:
+    if isinstance(prefill_cost, ReaderPrefill):
+        c = prefill_cost.cost.drop_duplicates("problem_id").set_index("problem_id")["prefill_cost"].reindex(problems)
+        if c.isna().any():
+            raise ValueError(f"prefill_cost: the reader's prefill is missing for {int(c.isna().sum())} of the "
+                             f"{len(problems)} problems; read every routed problem with the reader")
+        pool_.reader = c.to_numpy(dtype=float)
+        pool_.reader_index = members.index(prefill_cost.member) if prefill_cost.member in members else -1
+    elif prefill_cost is not None:
         pool_.prefill = _prefill(prefill_cost, members, problems)
     return pool_
 
@@ -222,9 +242,13 @@ def utility_choice(p: np.ndarray, cnorm: np.ndarray, lams: np.ndarray) -> np.nda
 
 def _routing_cost(pool: Pool, choice: np.ndarray, kind: str) -> np.ndarray:
     """Probe cost per problem: a cascade pays the prefill of every member it consulted (the
-    final member answers unconsulted), the utility router pays every member's prefill."""
+    final member answers unconsulted), the utility router pays every member's prefill; with
+    reader probes (``ReaderPrefill``) either pays the reader's prefill once, nothing when the
+    reader's own member answers."""
     if kind == "none":
         return np.zeros(choice.shape)
+    if pool.reader is not None:  # reader probes: one prefill, reused when the reader answers
+        return np.where(choice == pool.reader_index, 0.0, np.broadcast_to(pool.reader, choice.shape))
     if pool.prefill is None:
         return np.full(choice.shape, np.nan)
     if kind == "utility":
