@@ -128,6 +128,15 @@ PARAMETERS: dict[str, Param] = {
     "code_models": Param("list", check=_list_of(str), help="models whose programs are generated and run"),
     "code_k": Param("int", check=_range(1, 10_000), help="programs sampled per code problem"),
     "code_max_new_tokens": Param("int", check=_range(1, 1_000_000), help="token limit of a program"),
+    # recoverability of failures (chapter 9)
+    "recover_specialist": Param("str", help="S: the model whose failed rollouts are read and rescued"),
+    "recover_reference": Param("str", help="A: S's ancestor (paper) or the nearest model sharing S's tokenizer"),
+    "recover_n_problems": Param("int", check=_range(1, 1_000_000), help="at most this many failed problems of S"),
+    "recover_best_of": Param("int", check=_range(1, 1_000), help="answers per intervention (rescue: any correct)"),
+    "recover_top_k": Param("int", check=_range(1, 1_000_000), help="the top-k of A in the coverage gap G_cov"),
+    "recover_window": Param("int", check=_range(0, 1_000_000), help="tokens either side of the junction"),
+    "recover_temperature_lift": Param("float", check=_range(1.0, 100.0), help="temperature factor in the junction window"),
+    "recover_steer_alpha": Param("float", check=_range(0.0, 1.0), help="how far S's logits move toward A's when steered"),
 }
 
 
