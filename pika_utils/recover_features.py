@@ -146,3 +146,57 @@ def cv_regime_accuracy(X: np.ndarray, y: Sequence[str], seed: int = 0) -> dict[s
         clf.fit(X[tr], y[tr])
         hit[i] = clf.predict(X[i:i + 1])[0] == y[i]
     return {"model": hit, "majority": maj}
+
+
+def _ci(metric, *arrays, n_boot: int, seed: int) -> tuple[float, float, float]:
+    from .metrics import bootstrap_ci
+
+    if len(arrays[0]) == 0:
+        return (np.nan, np.nan, np.nan)
+    return bootstrap_ci(metric, *[np.asarray(a, float) for a in arrays], n_boot=n_boot, seed=seed)
+
+
+def rescue_summary(df, n_boot: int = 1000, seed: int = 0):
+    """Rescue rate (eval seed, best-of-n at equal sampled tokens) of each intervention, the rule, a
+    random intervention and the best single one, on all failed problems and on the Steerable-Hard
+    subset (retry did not rescue on the regime seed), with bootstrap intervals over problems."""
+    import pandas as pd
+
+    arms = [*INTERVENTIONS, "rule", "random", "best_single"]
+    rows = []
+    for subset, d in (("all failed", df), ("Steerable-Hard", df[df["steerable_hard"]] if len(df) else df)):
+        for a in arms:
+            est, lo, hi = _ci(np.mean, d[f"rescue_{a}"] if len(d) else [], n_boot=n_boot, seed=seed)
+            rows.append({"subset": subset, "arm": a, "n": len(d), "rescue": est, "low": lo, "high": hi})
+    return pd.DataFrame(rows)
+
+
+def lift_summary(df, n_boot: int = 1000, seed: int = 0):
+    """The rule's rescue minus always-retry's, the best single intervention's and a random
+    intervention's (paired over problems), on all failed problems and on Steerable-Hard."""
+    import pandas as pd
+
+    rows = []
+    for subset, d in (("all failed", df), ("Steerable-Hard", df[df["steerable_hard"]] if len(df) else df)):
+        for other in ("retry", "best_single", "random"):
+            a = d["rescue_rule"] if len(d) else []
+            b = d[f"rescue_{other}"] if len(d) else []
+            est, lo, hi = _ci(lambda x, y: float(np.mean(x) - np.mean(y)), a, b, n_boot=n_boot, seed=seed)
+            rows.append({"subset": subset, "rule minus": other, "n": len(d), "lift": est, "low": lo, "high": hi})
+    return pd.DataFrame(rows)
+
+
+def classification_summary(df, n_boot: int = 1000, seed: int = 0):
+    """Leave-one-problem-out regime accuracy from the three features, from the success rate alone
+    (chapter 1's pass rate) and of the majority regime, and the features' lift over the majority."""
+    import pandas as pd
+
+    if len(df) < 3:
+        return pd.DataFrame(columns=["classifier", "accuracy", "low", "high", "n"]), {}
+    feats = cv_regime_accuracy(df[list(FEATURES)].to_numpy(), df["regime"], seed)
+    rate = cv_regime_accuracy(df[["success_rate"]].to_numpy(), df["regime"], seed)
+    hits = {"three features": feats["model"], "success rate alone": rate["model"], "majority regime": feats["majority"]}
+    rows = [{"classifier": k, **dict(zip(("accuracy", "low", "high"), _ci(np.mean, v, n_boot=n_boot, seed=seed))),
+             "n": len(v)} for k, v in hits.items()]
+    lift = _ci(lambda x, y: float(np.mean(x) - np.mean(y)), feats["model"], feats["majority"], n_boot=n_boot, seed=seed)
+    return pd.DataFrame(rows), {"lift_over_majority": lift, "hits": hits}

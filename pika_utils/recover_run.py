@@ -229,3 +229,27 @@ def results_table(records: Sequence[Mapping[str, Any]], seed: int = 0) -> pd.Dat
     df["rescue_best_single"] = df[f"rescue_{best}"]
     df["steerable_hard"] = ~df["regime_retry"]
     return df
+
+
+ANCESTORS = {"qwen2.5-math-1.5b": "Qwen/Qwen2.5-Math-1.5B", "qwen2.5-math-7b": "Qwen/Qwen2.5-Math-7B"}
+
+
+def reference_kind(specialist: str, reference: str) -> str:
+    """'itself', 'ancestor' (the paper's setting) or 'other' (a model sharing the tokenizer)."""
+    if reference == specialist:
+        return "itself"
+    return "ancestor" if ANCESTORS.get(specialist) == reference else "other"
+
+
+def reference_note(specialist: str, reference: str) -> str:
+    """What the reference model is, so no reader mistakes a sibling for the paper's ancestor."""
+    if reference == specialist:
+        return (f"The reference is the specialist itself ({specialist}): Delta_path = G_cov = J = 0 at every token, "
+                "so spread and concentration are 0 everywhere, the junction sits at the first token, and only "
+                "the logit dispersion there varies between problems.")
+    if ANCESTORS.get(specialist) == reference:
+        return f"The reference {reference} is the base model that {specialist} was post-trained from: the paper's setting."
+    return (f"**The reference {reference} is not the ancestor of {specialist}.** No base/instruct pair that shares a "
+            "tokenizer ships offline, so the reference is the nearest model that does (here a larger sibling). "
+            "J therefore measures where the specialist departs from another model of its family, not what "
+            "post-training changed, and 'steering toward A' means toward that model.")
