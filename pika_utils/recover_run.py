@@ -100,7 +100,8 @@ def generate_interventions(lm_s, lm_a, prompt: str, interventions: Mapping[str, 
                            max_new_tokens: int, temperature: float, seed: int, stop: Sequence[str] = ()) -> dict[str, list[str]]:
     """``n`` answers per intervention, all in one batch: each model prefills the prompt once and
     its cache is repeated for every row; every row samples exactly ``max_new_tokens`` tokens
-    (equal sampled tokens for every intervention), then is cut at end-of-sequence or a stop string."""
+    (equal sampled tokens for every intervention; the loop ends early only once every row has
+    written end-of-sequence), then is cut at end-of-sequence or a stop string."""
     import torch
     from transformers import DynamicCache
 
@@ -112,6 +113,7 @@ def generate_interventions(lm_s, lm_a, prompt: str, interventions: Mapping[str, 
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     gen = torch.Generator().manual_seed(int(seed))
     models = [lm_s] if lm_a is lm_s else [lm_s, lm_a]
+    eos = _eos_ids(lm_s.model, tok)
     with torch.inference_mode():
         caches, last = [], []
         for lm in models:
@@ -127,10 +129,12 @@ def generate_interventions(lm_s, lm_a, prompt: str, interventions: Mapping[str, 
             z = torch.stack([interventions[r](step, ls[i], la[i], temperature) for i, r in enumerate(rows)])
             nxt = torch.multinomial(torch.softmax(z, -1), 1, generator=gen)
             out.append(nxt)
+            done = done | torch.isin(nxt[:, 0], torch.tensor(eos)) if step else torch.isin(nxt[:, 0], torch.tensor(eos))
+            if bool(done.all()):  # every row has ended: nothing after an end-of-sequence is read
+                break
             last = [lm.model(input_ids=nxt, past_key_values=c, use_cache=True).logits[:, -1].float()
                     for lm, c in zip(models, caches)]
     new = torch.cat(out, 1).numpy()
-    eos = _eos_ids(lm_s.model, tok)
     texts: dict[str, list[str]] = {nm: [] for nm in names}
     for r, seq in zip(rows, new):
         hit = np.flatnonzero(np.isin(seq, eos))
