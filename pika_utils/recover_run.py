@@ -20,6 +20,9 @@ from .prompts import chat_prompts
 log = logging.getLogger(__name__)
 
 
+STEERS = ("dense_steer", "sparse_steer", "random_sparse")  # the interventions that read A's logits
+
+
 @dataclass(frozen=True)
 class Intervention:
     """What happens to S's next-token logits at generation step ``step``: ``retry`` samples S at
@@ -112,28 +115,34 @@ def generate_interventions(lm_s, lm_a, prompt: str, interventions: Mapping[str, 
     rows = [nm for nm in names for _ in range(n)]
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     gen = torch.Generator().manual_seed(int(seed))
-    models = [lm_s] if lm_a is lm_s else [lm_s, lm_a]
     eos = _eos_ids(lm_s.model, tok)
+    # A runs only on the rows that read its logits (the steers), and not at all when A is S
+    steer = torch.tensor([i for i, r in enumerate(rows) if interventions[r].kind in STEERS and lm_a is not lm_s], dtype=torch.long)
+
+    def prefill(lm, n_rows):
+        c = DynamicCache(config=lm.model.config)
+        o = lm.model(input_ids=ids, past_key_values=c, use_cache=True)
+        c.batch_repeat_interleave(n_rows)
+        return c, o.logits[:, -1].float().repeat(n_rows, 1)
+
     with torch.inference_mode():
-        caches, last = [], []
-        for lm in models:
-            c = DynamicCache(config=lm.model.config)
-            o = lm.model(input_ids=ids, past_key_values=c, use_cache=True)
-            c.batch_repeat_interleave(len(rows))
-            caches.append(c)
-            last.append(o.logits[:, -1].float().repeat(len(rows), 1))
-        out = []
+        cache_s, ls = prefill(lm_s, len(rows))
+        cache_a, la_rows = prefill(lm_a, len(steer)) if len(steer) else (None, None)
+        out, done = [], torch.zeros(len(rows), dtype=torch.bool)
         for step in range(max_new_tokens):
-            v = min(x.shape[-1] for x in last)
-            ls, la = last[0][:, :v], last[-1][:, :v]
+            la = ls.clone()
+            if len(steer):
+                v = min(ls.shape[-1], la_rows.shape[-1])
+                la[steer, :v] = la_rows[:, :v]
             z = torch.stack([interventions[r](step, ls[i], la[i], temperature) for i, r in enumerate(rows)])
             nxt = torch.multinomial(torch.softmax(z, -1), 1, generator=gen)
             out.append(nxt)
-            done = done | torch.isin(nxt[:, 0], torch.tensor(eos)) if step else torch.isin(nxt[:, 0], torch.tensor(eos))
+            done |= torch.isin(nxt[:, 0], torch.tensor(eos))
             if bool(done.all()):  # every row has ended: nothing after an end-of-sequence is read
                 break
-            last = [lm.model(input_ids=nxt, past_key_values=c, use_cache=True).logits[:, -1].float()
-                    for lm, c in zip(models, caches)]
+            ls = lm_s.model(input_ids=nxt, past_key_values=cache_s, use_cache=True).logits[:, -1].float()
+            if len(steer):
+                la_rows = lm_a.model(input_ids=nxt[steer], past_key_values=cache_a, use_cache=True).logits[:, -1].float()
     new = torch.cat(out, 1).numpy()
     texts: dict[str, list[str]] = {nm: [] for nm in names}
     for r, seq in zip(rows, new):
@@ -197,11 +206,13 @@ def recover_stage(params: Mapping[str, Any], progress: bool = True) -> dict[str,
         rec = {"problem_id": row.problem_id, "source": row.source, "answer": str(row.answer),
                "success_rate": float(row.success_rate), **feats, "traces": traces, "junction_trace": top,
                "windows": {k: [v.lo, v.hi] for k, v in ivs.items()}}
-        for phase, off in (("regime", 0), ("eval", 1)):
-            texts = generate_interventions(lm_s, lm_a, prompt, ivs, n=int(params["recover_best_of"]),
-                                           max_new_tokens=int(params["max_new_tokens"]), temperature=T,
-                                           seed=int(params["seed"]) * 1000 + 2 * i + off, stop=params.get("stop") or ())
-            rec[phase] = {k: {"texts": v, "rescued": any(grading.grade(t, str(row.answer)).correct for t in v)}
+        # 2 * best_of answers per intervention in one batch: the first half sets the regime, the
+        # second (independent samples) measures rescue
+        nb = int(params["recover_best_of"])
+        texts = generate_interventions(lm_s, lm_a, prompt, ivs, n=2 * nb, max_new_tokens=int(params["max_new_tokens"]),
+                                       temperature=T, seed=int(params["seed"]) * 1000 + i, stop=params.get("stop") or ())
+        for phase, part in (("regime", slice(0, nb)), ("eval", slice(nb, 2 * nb))):
+            rec[phase] = {k: {"texts": v[part], "rescued": any(grading.grade(t, str(row.answer)).correct for t in v[part])}
                           for k, v in texts.items()}
         store.write_chunk(path, json.dumps(rec).encode(), metadata={"versions": store.versions()})
         records.append(rec)

@@ -111,6 +111,19 @@ def test_interventions_seeded_and_windowed_on_the_tiny_model():
     assert c["temp_lift"] != a["retry"]
 
 
+def test_steering_toward_an_identical_reference_changes_nothing():
+    """A second copy of S as the reference runs the reference's own forward on the steered rows;
+    moving S's logits toward identical logits must leave every answer as retry wrote it."""
+    from pika_utils.models import load_model
+
+    lm, twin = load_model("tiny-random-llama", source="offline"), load_model("tiny-random-llama", source="offline")
+    assert twin is not lm
+    kw = dict(n=2, max_new_tokens=5, temperature=1.0, seed=3)
+    a = rr.generate_interventions(lm, lm, "Calculate 4 + 4.", {"retry": rr.Intervention("retry")}, **kw)
+    b = rr.generate_interventions(lm, twin, "Calculate 4 + 4.", {"dense_steer": rr.Intervention("dense_steer", alpha=1.0)}, **kw)
+    assert a["retry"] == b["dense_steer"] and len(a["retry"]) == 2
+
+
 def test_teacher_forced_scores_vanish_when_s_equals_a():
     from pika_utils.models import load_model
 
