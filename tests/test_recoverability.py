@@ -131,6 +131,15 @@ def test_teacher_forced_scores_vanish_when_s_equals_a():
     tr = rr.teacher_forced(lm, lm, "Calculate 2 + 3.", ["5", "12 apples"], 1.0, 4)
     assert len(tr) == 2 and len(tr[1]["J"]) == len(tr[1]["tokens"]) >= 2
     assert np.allclose(tr[1]["J"], 0.0) and all(v > 0 for v in tr[1]["logit_var"])
+    # the batched, left-padded forward reads the same logits as one unpadded forward per answer
+    import torch
+
+    tok = lm.tokenizer
+    for text, r in zip(["5", "12 apples"], tr):
+        p, a = tok("Calculate 2 + 3.", add_special_tokens=False)["input_ids"], tok(text, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            lg = lm.model(input_ids=torch.tensor([p + a])).logits[0, len(p) - 1:len(p) - 1 + len(a)].float().numpy()
+        assert np.allclose(lg.var(axis=1), r["logit_var"], rtol=1e-4)
 
 
 def test_cv_regime_accuracy_beats_majority_on_separable_features():
