@@ -70,31 +70,37 @@ def make_interventions(J: Sequence[float], params: Mapping[str, Any], rng: np.ra
 
 def teacher_forced(lm_s, lm_a, prompt: str, texts: Sequence[str], temperature: float, top_k: int) -> list[dict]:
     """J (and its parts) and S's logit variance at every token of each failed answer: one
-    forward of each model over the prompt plus the answers (left padded), no generation."""
+    forward of each model over the prompt (once) and the answers (right padded), no generation."""
     import torch
+    from transformers import DynamicCache
 
     tok = lm_s.tokenizer
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     a_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    n_keep = max([len(a) for a in a_ids] + [0]) + 1
-    L = len(p_ids) + n_keep - 1
+
+    n = max([len(a) for a in a_ids] + [0])
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    # left padding: every answer ends at the last position, so only the last n_keep positions'
-    # logits are needed (the LM head over a 150k vocabulary at every prompt token is the cost)
-    ids = torch.full((len(texts), L), pad, dtype=torch.long)
-    mask = torch.zeros((len(texts), L), dtype=torch.long)
+    # the prompt is prefilled once per model and its cache repeated for every answer; the answers
+    # (after the prompt's last token) are right padded, so padding never precedes a real token
+    ids = torch.full((len(texts), n + 1), pad, dtype=torch.long)
+    mask = torch.zeros((len(texts), len(p_ids) - 1 + n + 1), dtype=torch.long)
+    mask[:, :len(p_ids)] = 1
     for i, a in enumerate(a_ids):
-        seq = p_ids + a
-        ids[i, L - len(seq):] = torch.tensor(seq)
-        mask[i, L - len(seq):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n_keep)
+        ids[i, :len(a) + 1] = torch.tensor(p_ids[-1:] + a)
+        mask[i, len(p_ids):len(p_ids) + len(a)] = 1
+
+    def forward(lm):
+        c = DynamicCache(config=lm.model.config)
+        lm.model(input_ids=torch.tensor([p_ids[:-1]]), past_key_values=c, use_cache=True)
+        c.batch_repeat_interleave(len(texts))
+        return lm.model(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits.float().numpy()
+
     with torch.inference_mode():
-        ls = lm_s.model(**kw).logits.float().numpy()
-        la = ls if lm_a is lm_s else lm_a.model(**kw).logits.float().numpy()
+        ls = forward(lm_s)
+        la = ls if lm_a is lm_s else forward(lm_a)
     out = []
     for i, a in enumerate(a_ids):
-        sl = slice(n_keep - 1 - len(a), n_keep - 1)  # the positions that predict the answer's tokens
+        sl = slice(0, len(a))  # the positions that predict the answer's tokens
         v = min(ls.shape[-1], la.shape[-1])
         s, r = ls[i, sl, :v], la[i, sl, :v]
         sc = rf.token_scores(rf.log_softmax(s, temperature), rf.log_softmax(r, temperature), a, top_k)
