@@ -68,11 +68,33 @@ def make_interventions(J: Sequence[float], params: Mapping[str, Any], rng: np.ra
             "temp_lift": Intervention("temp_lift", lo, hi, lift=lift)}
 
 
-def teacher_forced(lm_s, lm_a, prompt: str, texts: Sequence[str], temperature: float, top_k: int) -> list[dict]:
+def prompt_state(lm, prompt: str):
+    """The prompt prefilled once: (its key-value cache, the logits after its last token). Teacher
+    forcing and the interventions of a problem start from copies of it."""
+    import torch
+    from transformers import DynamicCache
+
+    ids = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        c = DynamicCache(config=lm.model.config)
+        last = lm.model(input_ids=ids, past_key_values=c, use_cache=True).logits[:, -1].float()
+    return c, last, ids.shape[1]
+
+
+def _expand(state, n_rows: int):
+    import copy
+
+    c, last, _ = state
+    c = copy.deepcopy(c)
+    c.batch_repeat_interleave(n_rows)
+    return c, last.repeat(n_rows, 1)
+
+
+def teacher_forced(lm_s, lm_a, prompt: str, texts: Sequence[str], temperature: float, top_k: int,
+                   states: Mapping[str, Any] | None = None) -> list[dict]:
     """J (and its parts) and S's logit variance at every token of each failed answer: one
     forward of each model over the prompt (once) and the answers (right padded), no generation."""
     import torch
-    from transformers import DynamicCache
 
     tok = lm_s.tokenizer
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -81,23 +103,24 @@ def teacher_forced(lm_s, lm_a, prompt: str, texts: Sequence[str], temperature: f
     n = max([len(a) for a in a_ids] + [0])
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     # the prompt is prefilled once per model and its cache repeated for every answer; the answers
-    # (after the prompt's last token) are right padded, so padding never precedes a real token
-    ids = torch.full((len(texts), n + 1), pad, dtype=torch.long)
-    mask = torch.zeros((len(texts), len(p_ids) - 1 + n + 1), dtype=torch.long)
+    # are right padded, so padding never precedes a real token
+    ids = torch.full((len(texts), max(n, 1)), pad, dtype=torch.long)
+    mask = torch.zeros((len(texts), len(p_ids) + max(n, 1)), dtype=torch.long)
     mask[:, :len(p_ids)] = 1
     for i, a in enumerate(a_ids):
-        ids[i, :len(a) + 1] = torch.tensor(p_ids[-1:] + a)
+        ids[i, :len(a)] = torch.tensor(a, dtype=torch.long)
         mask[i, len(p_ids):len(p_ids) + len(a)] = 1
+    states = dict(states or {})
 
-    def forward(lm):
-        c = DynamicCache(config=lm.model.config)
-        lm.model(input_ids=torch.tensor([p_ids[:-1]]), past_key_values=c, use_cache=True)
-        c.batch_repeat_interleave(len(texts))
-        return lm.model(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits.float().numpy()
+    def forward(lm, key):
+        c, last = _expand(states.get(key) or prompt_state(lm, prompt), len(texts))
+        lg = lm.model(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits.float()
+        # position t is predicted by the logits after token t-1 (the prompt's last token for t = 0)
+        return torch.cat([last[:, None], lg[:, :-1]], 1).numpy()
 
     with torch.inference_mode():
-        ls = forward(lm_s)
-        la = ls if lm_a is lm_s else forward(lm_a)
+        ls = forward(lm_s, "s")
+        la = ls if lm_a is lm_s else forward(lm_a, "a")
     out = []
     for i, a in enumerate(a_ids):
         sl = slice(0, len(a))  # the positions that predict the answer's tokens
@@ -110,34 +133,28 @@ def teacher_forced(lm_s, lm_a, prompt: str, texts: Sequence[str], temperature: f
 
 
 def generate_interventions(lm_s, lm_a, prompt: str, interventions: Mapping[str, Intervention], *, n: int,
-                           max_new_tokens: int, temperature: float, seed: int, stop: Sequence[str] = ()) -> dict[str, list[str]]:
+                           max_new_tokens: int, temperature: float, seed: int, stop: Sequence[str] = (),
+                           states: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """``n`` answers per intervention, all in one batch: each model prefills the prompt once and
     its cache is repeated for every row; every row samples exactly ``max_new_tokens`` tokens
     (equal sampled tokens for every intervention; the loop ends early only once every row has
     written end-of-sequence), then is cut at end-of-sequence or a stop string."""
     import torch
-    from transformers import DynamicCache
 
     from .backends import _eos_ids, cut_at_stop
 
     tok = lm_s.tokenizer
     names = list(interventions)
     rows = [nm for nm in names for _ in range(n)]
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     gen = torch.Generator().manual_seed(int(seed))
     eos = _eos_ids(lm_s.model, tok)
     # A runs only on the rows that read its logits (the steers), and not at all when A is S
     steer = torch.tensor([i for i, r in enumerate(rows) if interventions[r].kind in STEERS and lm_a is not lm_s], dtype=torch.long)
 
-    def prefill(lm, n_rows):
-        c = DynamicCache(config=lm.model.config)
-        o = lm.model(input_ids=ids, past_key_values=c, use_cache=True)
-        c.batch_repeat_interleave(n_rows)
-        return c, o.logits[:, -1].float().repeat(n_rows, 1)
-
+    states = dict(states or {})
     with torch.inference_mode():
-        cache_s, ls = prefill(lm_s, len(rows))
-        cache_a, la_rows = prefill(lm_a, len(steer)) if len(steer) else (None, None)
+        cache_s, ls = _expand(states.get("s") or prompt_state(lm_s, prompt), len(rows))
+        cache_a, la_rows = _expand(states.get("a") or prompt_state(lm_a, prompt), len(steer)) if len(steer) else (None, None)
         out, done = [], torch.zeros(len(rows), dtype=torch.bool)
         for step in range(max_new_tokens):
             la = ls.clone()
@@ -209,7 +226,9 @@ def recover_stage(params: Mapping[str, Any], progress: bool = True) -> dict[str,
             records.append(store.read_json(path))
             continue
         fails = run.rollouts[(run.rollouts["problem_id"] == row.problem_id) & ~run.rollouts["correct"].astype(bool)]
-        traces = teacher_forced(lm_s, lm_a, prompt, fails["text"].fillna("").tolist(), T, int(params["recover_top_k"]))
+        states = {"s": prompt_state(lm_s, prompt)}
+        states["a"] = states["s"] if lm_a is lm_s else prompt_state(lm_a, prompt)
+        traces = teacher_forced(lm_s, lm_a, prompt, fails["text"].fillna("").tolist(), T, int(params["recover_top_k"]), states)
         feats = rf.problem_features(traces)
         top = int(np.argmax([max(t["J"]) if t["J"] else -1 for t in traces]))  # the problem's junction trace
         ivs = make_interventions(traces[top]["J"], params, ivs_rng)
@@ -220,7 +239,8 @@ def recover_stage(params: Mapping[str, Any], progress: bool = True) -> dict[str,
         # second (independent samples) measures rescue
         nb = int(params["recover_best_of"])
         texts = generate_interventions(lm_s, lm_a, prompt, ivs, n=2 * nb, max_new_tokens=int(params["max_new_tokens"]),
-                                       temperature=T, seed=int(params["seed"]) * 1000 + i, stop=params.get("stop") or ())
+                                       temperature=T, seed=int(params["seed"]) * 1000 + i, stop=params.get("stop") or (),
+                                       states=states)
         for phase, part in (("regime", slice(0, nb)), ("eval", slice(nb, 2 * nb))):
             rec[phase] = {k: {"texts": v[part], "rescued": any(grading.grade(t, str(row.answer)).correct for t in v[part])}
                           for k, v in texts.items()}

@@ -107,6 +107,10 @@ def test_interventions_seeded_and_windowed_on_the_tiny_model():
     a = rr.generate_interventions(lm, lm, prompt, {"retry": ivs["retry"]}, **kw)
     b = rr.generate_interventions(lm, lm, prompt, {"temp_lift": ivs["temp_lift"]}, **kw)
     assert a["retry"] == b["temp_lift"]
+    # starting from a shared prefilled prompt (as the stage does) changes nothing
+    st = {"s": rr.prompt_state(lm, prompt)}
+    assert rr.generate_interventions(lm, lm, prompt, {"retry": ivs["retry"]}, states=st, **kw) == a
+    assert rr.generate_interventions(lm, lm, prompt, {"retry": ivs["retry"]}, states=st, **kw) == a  # state not consumed
     c = rr.generate_interventions(lm, lm, prompt, {"temp_lift": rr.Intervention("temp_lift", 0, 6, lift=50.0)}, **kw)
     assert c["temp_lift"] != a["retry"]
 
