@@ -20,6 +20,7 @@ from .prompts import chat_prompts
 log = logging.getLogger(__name__)
 
 
+RECOVER_VERSION = 1  # raise when a change alters what the stored per-problem files hold
 STEERS = ("dense_steer", "sparse_steer", "random_sparse")  # the interventions that read A's logits
 
 
@@ -213,7 +214,7 @@ def recover_stage(params: Mapping[str, Any], progress: bool = True) -> dict[str,
     fp = failed_problems(problems, run, params)
     keys = ("recover_top_k", "recover_window", "recover_best_of", "recover_temperature_lift", "recover_steer_alpha",
             "temperature", "max_new_tokens", "prompt_suffix", "system_prompt", "stop", "seed")
-    key = store.stable_hash({"rollouts": str(run.dir), "S": lm_s.weights_sha256, "A": lm_a.weights_sha256,
+    key = store.stable_hash({"version": RECOVER_VERSION, "rollouts": run.dir.name, "S": lm_s.weights_sha256, "A": lm_a.weights_sha256,
                              "problems": fp["problem_id"].tolist(), **{k: params.get(k) for k in keys}})
     out_dir = store.data_dir() / "recover" / key
     T, rng = float(params["temperature"]), np.random.default_rng(int(params["seed"]))
