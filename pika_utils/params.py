@@ -149,6 +149,15 @@ PARAMETERS: dict[str, Param] = {
     "bt_batch_size": Param("int", check=_range(1, 100_000)),
     "bt_llm_annotator": Param("str", optional=True, help="instruct model for the six-label annotator (null: skip)"),
     "bt_llm_max_chains": Param("int", optional=True, check=_range(1, 1_000_000)),
+    # recoverability of failures (chapter 9)
+    "recover_specialist": Param("str", help="S: the model whose failed rollouts are read and rescued"),
+    "recover_reference": Param("str", help="A: S's ancestor (paper) or the nearest model sharing S's tokenizer"),
+    "recover_n_problems": Param("int", check=_range(1, 1_000_000), help="at most this many failed problems of S"),
+    "recover_best_of": Param("int", check=_range(1, 1_000), help="answers per intervention (rescue: any correct)"),
+    "recover_top_k": Param("int", check=_range(1, 1_000_000), help="the top-k of A in the coverage gap G_cov"),
+    "recover_window": Param("int", check=_range(0, 1_000_000), help="tokens either side of the junction"),
+    "recover_temperature_lift": Param("float", check=_range(1.0, 100.0), help="temperature factor in the junction window"),
+    "recover_steer_alpha": Param("float", check=_range(0.0, 1.0), help="how far S's logits move toward A's when steered"),
 }
 
 
