@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import store
 from .metrics import auroc
 
 #: Seed 003's validation results (Llama-3.1-8B base reading R1-Distill-Llama-8B chains):
@@ -211,7 +212,7 @@ def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence
     jobs = [(f"layer {layer}", layer) for layer in acts.layers]
     if baselines:
         jobs += [("token identity", "token"), ("position", "position")]
-    bar = tqdm(total=len(jobs) * len(lags), desc="lag probes", disable=not progress)
+    bar = tqdm(total=len(jobs) * len(lags), desc="lag probes", disable=not store.show_progress(progress))
     for name, what in jobs:
         X = acts.layer(what) if isinstance(what, int) else (
             token_id_features(tokens) if what == "token" else position_features(tokens))

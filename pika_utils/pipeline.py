@@ -78,7 +78,8 @@ def _backend_for(model: str, backend: str, model_source: str, engine_args: Mappi
         return backend
     from .rollouts import make_backend
 
-    return make_backend(model, "vllm", source=model_source, revision=revision, **dict(engine_args))
+    pin = {"revision": revision} if revision else {}
+    return make_backend(model, "vllm", source=model_source, **pin, **dict(engine_args))
 
 
 def revision_of(model: str, params: Mapping[str, Any]) -> str | None:

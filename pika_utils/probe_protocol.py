@@ -55,6 +55,23 @@ def split_indices(labels: pd.DataFrame) -> dict[str, np.ndarray]:
 MIN_PLATT_CLASS = 5
 
 
+def _out_of_fold_scores(X: np.ndarray, y: np.ndarray, idx: np.ndarray, task: str, alpha: float,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's score from a probe fitted without it (the folds of the selection), so that
+    Platt scaling can be fitted when validation was folded into training."""
+    from .probes import _folds
+
+    scores, ys = [], []
+    for fit, held in _folds(idx, y, task, 5, seed):
+        probe = LinearProbe(task, alpha).fit(X[fit], y[fit])
+        # a bias-free probe's scores sit at a different level in each fold: standardise each fold's
+        # held-out scores by that fold's own training scores before pooling them
+        ref = probe.decision_function(X[fit])
+        scores.append((probe.decision_function(X[held]) - ref.mean()) / (ref.std() or 1.0))
+        ys.append(y[held])
+    return np.concatenate(scores), np.concatenate(ys)
+
+
 def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: Sequence[int],
                  positions: Sequence[int], labels: pd.DataFrame, target: str, *,
                  alphas: Sequence[float] = ALPHAS, n_boot: int = 1000, seed: int = 0) -> ProbeReport:
@@ -82,19 +99,25 @@ def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: 
         metrics["ceiling"] = spearman_ceiling(y_test)
     platt = None
     if task == "classification":
-        y_val = y[idx["val"]]
-        n_min = int(min((y_val == 1).sum(), (y_val == 0).sum()))
         test["prob"] = 1 / (1 + np.exp(-s_test))
-        if n_min >= MIN_PLATT_CLASS and not cv:
-            scaler = PlattScaler().fit(s_val, y_val)
-            platt = (scaler.a_, scaler.b_)
-            test["prob_platt"] = scaler.transform(s_test)
-            metrics["platt"] = "fitted on validation"
+        mu, sd = 0.0, 1.0
+        if cv:  # validation helped fit the probe: calibrate on out-of-fold scores over train+val
+            s_cal, y_cal = _out_of_fold_scores(X, y, fit_idx, task, b["alpha"], seed)
+            ref = probe.decision_function(X[fit_idx])  # the same standardisation for the final probe
+            mu, sd = float(ref.mean()), float(ref.std() or 1.0)
+            where = "out-of-fold scores over train+val (cross-validated selection)"
+        else:
+            s_cal, y_cal, where = s_val, y[idx["val"]], "validation"
+        n_min = int(min((y_cal == 1).sum(), (y_cal == 0).sum()))
+        if n_min >= MIN_PLATT_CLASS:
+            scaler = PlattScaler().fit(s_cal, y_cal)
+            platt = (scaler.a_ / sd, scaler.b_ - scaler.a_ * mu / sd)  # on the probe's raw scores
+            test["prob_platt"] = 1 / (1 + np.exp(-(platt[0] * s_test + platt[1])))
+            metrics["platt"] = f"fitted on {where}"
         else:
             test["prob_platt"] = test["prob"]
-            metrics["platt"] = (f"skipped: the validation split has {n_min} example(s) of its rarer class "
-                                f"(< {MIN_PLATT_CLASS})" if n_min < MIN_PLATT_CLASS else
-                                "skipped: validation was used to fit the probe (cross-validated selection)")
+            metrics["platt"] = (f"skipped: {n_min} example(s) of the rarer class on {where} (< {MIN_PLATT_CLASS}); "
+                                "the probe's own probability is used")
         metrics.update(ece_raw=ece(y_test, test["prob"]), ece_platt=ece(y_test, test["prob_platt"]),
                        brier_raw=brier(y_test, test["prob"]), brier_platt=brier(y_test, test["prob_platt"]))
     return ProbeReport(name, target, task, res.table, b, test, metrics, probe.coef_, platt)

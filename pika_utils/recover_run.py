@@ -219,7 +219,7 @@ def recover_stage(params: Mapping[str, Any], progress: bool = True) -> dict[str,
     T, rng = float(params["temperature"]), np.random.default_rng(int(params["seed"]))
     prompts = chat_prompts(lm_s.tokenizer, fp["question"].tolist(), params.get("prompt_suffix") or "", params.get("system_prompt"))
     records = []
-    for i, (row, prompt) in enumerate(tqdm(list(zip(fp.itertuples(), prompts)), desc="recover", disable=not progress)):
+    for i, (row, prompt) in enumerate(tqdm(list(zip(fp.itertuples(), prompts)), desc="recover", disable=not store.show_progress(progress))):
         path = out_dir / f"problem-{i:04d}.json"
         ivs_rng = np.random.default_rng(rng.integers(2**32))
         if store.chunk_ok(path):

@@ -106,7 +106,7 @@ def extract_token_activations(chains: pd.DataFrame, lm, layers: Sequence[int], *
 
     n_chunks = (len(chains) + batch_size - 1) // batch_size
     n_chain_tok = tokens.groupby("chain_id", sort=False)["pos"].size().reindex(chains["chain_id"]).fillna(0).astype(int).tolist()
-    for c in tqdm(range(n_chunks), desc=f"token activations {lm.name}", disable=not progress):
+    for c in tqdm(range(n_chunks), desc=f"token activations {lm.name}", disable=not store.show_progress(progress)):
         path = out / f"acts-{c:05d}.safetensors"
         if path.exists():
             continue

@@ -108,8 +108,8 @@ def test_summarise_on_a_known_table():
     assert s.loc["a", "success_rate"] == 0.5 and s.loc["a", "pass@4"] == 1.0
     assert s.loc["a", "pass@1"] == pytest.approx(0.5)
     assert bool(s.loc["a", "maj_correct"])
-    # b: "0.5" and "\frac{1}{2}" are one answer (2 votes) against "3" (2 votes): tie -> first seen
-    assert s.loc["b", "maj_answer"] == "0.5" and bool(s.loc["b", "maj_correct"])
+    # b: "0.5" and "\frac{1}{2}" are one answer (2 votes) against "3" (2 votes): a tie is no majority
+    assert pd.isna(s.loc["b", "maj_answer"]) and not bool(s.loc["b", "maj_correct"])
     assert s.loc["b", "cost_per_rollout"] > s.loc["a", "cost_per_rollout"]
 
 
