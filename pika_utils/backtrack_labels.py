@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .store import show_progress
+
 #: Openers of a backtracking sentence (matched at its start, after list/markdown markers).
 BACKTRACK_OPENERS = (
     r"wait\b", r"hmm+\b", r"hm+\b", r"actually\b", r"alternatively\b", r"but wait\b", r"oh wait\b",
@@ -152,7 +154,7 @@ def llm_annotate(lm, texts: Sequence[str], *, batch_size: int = 16, context_char
     label_ids = [tok(lab, add_special_tokens=False)["input_ids"] for lab in VENHOFF_LABELS]
     out: list[list[str]] = [[] for _ in texts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for b in tqdm(range(0, len(items), batch_size), desc="LLM annotator", disable=not progress):
+    for b in tqdm(range(0, len(items), batch_size), desc="LLM annotator", disable=not show_progress(progress)):
         chunk = items[b:b + batch_size]
         seqs, meta = [], []
         for ci, prompt in chunk:

@@ -324,7 +324,9 @@ def run_many(programs: Sequence[str], limits: Limits = Limits(), workers: int | 
         return []
     with ThreadPoolExecutor(max_workers=min(workers, len(programs))) as pool:
         it = pool.map(lambda p: run_program(p, limits), programs)
-        if progress:
+        from .store import show_progress
+
+        if show_progress(progress):
             from tqdm import tqdm
             it = tqdm(it, total=len(programs), desc="sandbox", unit="program")
         return list(it)
