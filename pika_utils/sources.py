@@ -79,8 +79,12 @@ def arithmetic_ladder(n_per_level: int = 20, levels: Sequence[int] = (1, 2, 3, 4
     """Designed-difficulty arithmetic from reasoning-gym's basic_arithmetic, one rung per level;
     answers are recomputed with standard precedence (reasoning-gym 0.1.25's parenthesis-free
     generator evaluates left to right, e.g. it answers 56 to '4 + 10 * 4')."""
-    from reasoning_gym.arithmetic.basic_arithmetic import (
-        BasicArithmeticDataset, BasicArithmeticDatasetConfig)
+    import warnings
+
+    with warnings.catch_warnings():  # reasoning-gym's dependency cellpylib compiles with SyntaxWarnings
+        warnings.simplefilter("ignore", SyntaxWarning)  # on a fresh install: noise, not a finding
+        from reasoning_gym.arithmetic.basic_arithmetic import (
+            BasicArithmeticDataset, BasicArithmeticDatasetConfig)
     bad = [lv for lv in levels if lv not in LADDER_LEVELS]
     if bad or not levels:
         raise ValueError(f"unknown ladder levels {bad or list(levels)}; choose from {sorted(LADDER_LEVELS)}")
