@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml requirements.lock requirements-data.lock | $(INSTALLER_
 	$(PIP_INSTALL) --require-hashes -r requirements.lock
 	$(PIP_INSTALL) --no-deps -e .
 	$(PIP_INSTALL) --require-hashes --no-deps -r requirements-data.lock
+	# compile every installed module once now: a first import in a chapter would otherwise print
+	# packages' compile-time SyntaxWarnings into the executed pages
+	-$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
 	touch $(STAMP)
 
 $(UV): tools/uv.lock
