@@ -26,3 +26,17 @@ def tiny_lm():
     from pika_utils.models import load_model
 
     return load_model("tiny-random-llama", source="offline")
+
+
+def run_smoke_chapter(tmp_path, monkeypatch, name: str) -> dict:
+    """Execute one chapter on the smoke profile into a staged book under ``tmp_path`` (its own
+    data folder) and return the executed notebook as JSON."""
+    import json
+
+    from pika_utils import book
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.stage_book(tmp_path)
+    seconds = book.execute_chapters("smoke", chapters=[name], root=tmp_path, progress=False)
+    assert set(seconds) == {name}
+    return json.loads((tmp_path / "book" / "chapters" / f"{name}.ipynb").read_text())

@@ -162,13 +162,9 @@ def test_cross_domain_transfer_trains_on_one_side_and_tests_on_the_other(tmp_pat
 
 
 def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
-    from pika_utils import book
+    from conftest import run_smoke_chapter
 
-    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    book.stage_book(tmp_path)
-    seconds = book.execute_chapters("smoke", chapters=["10_code"], root=tmp_path, progress=False)
-    assert set(seconds) == {"10_code"}
-    nb = json.loads((tmp_path / "book" / "chapters" / "10_code.ipynb").read_text())
+    nb = run_smoke_chapter(tmp_path, monkeypatch, "10_code")
     text = json.dumps(nb["cells"])
     assert "Smoke profile" in text and "no_code" in text and "whole chapter" in text
     assert nb["metadata"]["papermill"]["parameters"]["code_k"] == 2

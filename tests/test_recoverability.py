@@ -154,13 +154,9 @@ def test_cv_regime_accuracy_beats_majority_on_separable_features():
 
 
 def test_chapter_9_runs_on_the_smoke_profile(tmp_path, monkeypatch):
-    from pika_utils import book
+    from conftest import run_smoke_chapter
 
-    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    book.stage_book(tmp_path)
-    seconds = book.execute_chapters("smoke", chapters=["09_recoverability"], root=tmp_path, progress=False)
-    assert set(seconds) == {"09_recoverability"}
-    nb = json.loads((tmp_path / "book" / "chapters" / "09_recoverability.ipynb").read_text())
+    nb = run_smoke_chapter(tmp_path, monkeypatch, "09_recoverability")
     text = json.dumps(nb["cells"])
     assert "Smoke profile" in text and "What we learned" in text and "image/png" in text
     assert nb["metadata"]["papermill"]["parameters"]["recover_best_of"] == 2
