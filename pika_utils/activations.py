@@ -130,9 +130,16 @@ class ExtractionConfig:
     token_layers: tuple[int, ...] = ()  # also keep every prompt token at these layers (pooled probes)
     remote: bool = False  # run on NDIF (nnsight's remote execution) for very large models
     token_budget: int | None = None  # max padded tokens per batch (rows x longest); None: batch_size
+    # the rollouts' chunks: batches of this many prompts in problem_id order, so that the sampling
+    # prefill of chapter 1 can store them (``rollouts.run_rollouts(read=...)``); None: by length
+    rollout_chunks: int | None = None
 
     def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
-        """Prompt indices per batch: packed up to ``token_budget`` tokens, or ``batch_size`` each."""
+        """Prompt indices per batch: the rollouts' chunks, packed up to ``token_budget`` tokens, or
+        ``batch_size`` each in length order."""
+        if self.rollout_chunks is not None:
+            n, c = len(lengths), int(self.rollout_chunks)
+            return [np.arange(i, min(i + c, n)) for i in range(0, n, c)]
         if self.token_budget is not None:
             return token_budget_batches(lengths, int(self.token_budget))
         return fixed_batches(lengths, int(self.batch_size))
@@ -315,6 +322,90 @@ class ActivationSet:
         return np.concatenate([load_file(str(p))["eoi"].float().numpy() for p in self._chunks()])
 
 
+@dataclass
+class SetPlan:
+    """Where a set of activations lives and how its chunks are cut: the one place that keys a
+    set, shared by the extractor and by rollouts that read activations while they sample."""
+
+    out: Path
+    key: str
+    meta: dict
+    ids: list  # token ids of every prompt, in the set's row order
+    plan: list  # row indices of each chunk (into the problem_id-sorted problems)
+    layers: list
+    n_pos: int
+    dtype: "torch.dtype"
+
+    def chunk_path(self, c: int) -> Path:
+        return self.out / f"acts-{c:05d}.safetensors"
+
+    def chunk_done(self, c: int) -> bool:
+        from . import store
+        return store.chunk_ok(self.chunk_path(c))
+
+    def write_chunk(self, c: int, tensors: dict) -> None:
+        """One batch's tensors, checksummed (``store.seal_file``) and renamed into place."""
+        from safetensors.torch import save_file
+
+        from . import store
+        path = self.chunk_path(c)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": self.key, "chunk": str(c)})
+        store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
+
+    def finish(self, written_by: str) -> "ActivationSet":
+        """Write the manifest (last: it marks the set complete) once every chunk is on disk."""
+        from . import store
+        paths = [self.chunk_path(c) for c in range(len(self.plan))]
+        meta = {**self.meta, "written_by": written_by, "chunks": store.chunk_manifest(paths)}
+        store.write_json(self.out / "meta.json", meta)
+        return ActivationSet(self.out, meta)
+
+
+def plan_set(problems: "pd.DataFrame", lm, *, prompt_suffix: str = "", system_prompt: str | None = None,
+             cfg: ExtractionConfig = ExtractionConfig(), n_layers: int | None = None,
+             out_root: Path | None = None) -> SetPlan:
+    """The key, folder, row order and chunks of ``lm``'s activations on ``problems``."""
+    from . import store
+
+    if problems["problem_id"].duplicated().any():
+        raise ValueError("duplicate problem_id in the problems table")
+    problems = problems.sort_values("problem_id").reset_index(drop=True)
+    n_layers = len(decoder_layers(lm.model)) if n_layers is None else n_layers
+    layers = list(range(n_layers + 1)) if cfg.layers is None else [int(x) for x in cfg.layers]
+    n_eoi = eoi_token_count(lm.tokenizer, prompt_suffix, system_prompt)
+    n_pos = n_eoi if cfg.n_positions is None else min(int(cfg.n_positions), n_eoi)
+    prompts = chat_prompts(lm.tokenizer, problems["question"].tolist(), prompt_suffix, system_prompt)
+    key_obj = {
+        "model": lm.name, "weights_sha256": lm.weights_sha256, "prompts": store.stable_hash(prompts),
+        "layers": layers, "n_positions": n_pos, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
+        "token_layers": [int(x) for x in cfg.token_layers],
+    }
+    if cfg.rollout_chunks is not None:  # another chunk layout (and padding): another set
+        key_obj.pop("batch_size")
+        key_obj["rollout_chunks"] = int(cfg.rollout_chunks)
+    elif cfg.token_budget is not None:  # absent when None, so the sets extracted before it keep their key
+        key_obj.pop("batch_size")
+        key_obj["token_budget"] = int(cfg.token_budget)
+    key = store.stable_hash(key_obj)
+    out = Path(out_root or store.data_dir() / "activations") / f"{store.path_safe(lm.name)}-{key}"
+    # tokenise once; by default batch prompts of similar length together (less padding, less
+    # compute). Rows are stored batch after batch; ActivationSet.rows_for maps problem ids to rows
+    ids = tokenize_prompts(lm.tokenizer, prompts, getattr(lm.model.config, "max_position_embeddings", None))
+    plan = cfg.batches([len(x) for x in ids])
+    order = np.concatenate(plan)
+    meta = {
+        **key_obj, "key": key, "problem_ids": problems["problem_id"].iloc[order].tolist(), "n_chunks": len(plan),
+        "chunk_rows": [int(len(b)) for b in plan],
+        "positions": list(range(-n_pos, 0)), "eoi_tokens": eoi_tokens(lm.tokenizer, prompt_suffix, system_prompt)[-n_pos:],
+        "shape": [len(prompts), len(layers), n_pos, int(lm.model.config.hidden_size)],
+        "layer_names": ["embeddings" if x == 0 else f"block {x - 1} output" for x in layers],
+        "model_info": lm.info(), "versions": store.versions(), "prompt_suffix": prompt_suffix,
+    }
+    return SetPlan(out, key, meta, ids, plan, layers, n_pos, _DTYPES[cfg.dtype])
+
+
 def extract_activations(
     problems: pd.DataFrame,
     lm,
@@ -325,61 +416,21 @@ def extract_activations(
     out_root: Path | None = None,
     progress: bool = True,
 ) -> ActivationSet:
-    """Extract (or reuse) EOI activations for every problem, in problem_id order, chunk by chunk."""
+    """Extract (or reuse) EOI activations for every problem, in problem_id order, chunk by chunk;
+    chunks that rollouts already stored while sampling (``cfg.rollout_chunks``) are kept."""
     from . import store
 
-    if problems["problem_id"].duplicated().any():
-        raise ValueError("duplicate problem_id in the problems table")
-    problems = problems.sort_values("problem_id").reset_index(drop=True)
     extractor = NNsightExtractor(lm, remote=cfg.remote)
-    n_layers = extractor.n_layers
-    layers = list(range(n_layers + 1)) if cfg.layers is None else [int(x) for x in cfg.layers]
-    n_eoi = eoi_token_count(lm.tokenizer, prompt_suffix, system_prompt)
-    n_pos = n_eoi if cfg.n_positions is None else min(int(cfg.n_positions), n_eoi)
-    prompts = chat_prompts(lm.tokenizer, problems["question"].tolist(), prompt_suffix, system_prompt)
-    key_obj = {
-        "model": lm.name, "weights_sha256": lm.weights_sha256, "prompts": store.stable_hash(prompts),
-        "layers": layers, "n_positions": n_pos, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
-        "token_layers": [int(x) for x in cfg.token_layers],
-    }
-    if cfg.token_budget is not None:  # another chunk layout (and padding): another set. Absent
-        key_obj.pop("batch_size")  # when None, so the sets extracted before it keep their key
-        key_obj["token_budget"] = int(cfg.token_budget)
-    key = store.stable_hash(key_obj)
-    out = Path(out_root or store.data_dir() / "activations") / f"{store.path_safe(lm.name)}-{key}"
-    # tokenise once; batch prompts of similar length together (less padding, less compute). Rows
-    # are stored batch after batch; ActivationSet.rows_for maps problem ids to rows
-    ids = tokenize_prompts(lm.tokenizer, prompts, extractor.max_length)
-    plan = cfg.batches([len(x) for x in ids])
-    order = np.concatenate(plan)
-    problems = problems.iloc[order].reset_index(drop=True)
-    n_chunks = len(plan)
-    meta = {
-        **key_obj, "key": key, "problem_ids": problems["problem_id"].tolist(), "n_chunks": n_chunks,
-        "chunk_rows": [int(len(b)) for b in plan],
-        "positions": list(range(-n_pos, 0)), "eoi_tokens": eoi_tokens(lm.tokenizer, prompt_suffix, system_prompt)[-n_pos:],
-        "shape": [len(prompts), len(layers), n_pos, int(lm.model.config.hidden_size)],
-        "layer_names": ["embeddings" if x == 0 else f"block {x - 1} output" for x in layers],
-        "model_info": lm.info(), "versions": store.versions(), "prompt_suffix": prompt_suffix,
-    }
-    chunk_paths = [out / f"acts-{c:05d}.safetensors" for c in range(n_chunks)]
-    if (out / "meta.json").exists():  # complete; a chunk damaged since is moved aside and recomputed
-        if all([store.chunk_ok(p, full=False) for p in chunk_paths]):
-            return ActivationSet(out, store.read_json(out / "meta.json"))
-    from safetensors.torch import save_file
+    sp = plan_set(problems, lm, prompt_suffix=prompt_suffix, system_prompt=system_prompt, cfg=cfg,
+                  n_layers=extractor.n_layers, out_root=out_root)
+    if (sp.out / "meta.json").exists():  # complete; a chunk damaged since is moved aside and recomputed
+        if all([store.chunk_ok(sp.chunk_path(c), full=False) for c in range(len(sp.plan))]):
+            return ActivationSet(sp.out, store.read_json(sp.out / "meta.json"))
     from tqdm import tqdm
 
-    dtype = _DTYPES[cfg.dtype]
-    for c, idx in enumerate(tqdm(plan, desc=f"activations {lm.name}", disable=not store.show_progress(progress))):
-        path = out / f"acts-{c:05d}.safetensors"
-        if store.chunk_ok(path):  # checksum verified; a damaged chunk is moved aside and recomputed
+    for c, idx in enumerate(tqdm(sp.plan, desc=f"activations {lm.name}", disable=not store.show_progress(progress))):
+        if sp.chunk_done(c):  # checksum verified; a damaged chunk is moved aside and recomputed
             continue
-        got = extractor.extract_ids([ids[i] for i in idx], layers, n_pos, cfg.token_layers, out_dtype=dtype)
-        tensors = {k: v.contiguous() for k, v in got.items()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata={"key": key, "chunk": str(c)})
-        store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
-    meta["chunks"] = store.chunk_manifest(chunk_paths)
-    store.write_json(out / "meta.json", meta)  # written last: marks the set complete
-    return ActivationSet(out, meta)
+        sp.write_chunk(c, extractor.extract_ids([sp.ids[i] for i in idx], sp.layers, sp.n_pos, cfg.token_layers,
+                                                out_dtype=sp.dtype))
+    return sp.finish("nnsight extraction")

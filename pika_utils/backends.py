@@ -44,8 +44,16 @@ class TransformersBackend:
     def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]:
         """K samples per prompt. With ``shared_prefill`` each prompt is prefilled once and its
         key-value cache copied K times, instead of prefilling K identical copies."""
+        return self.generate_reading(prompts, cfg, seed, None)[0]
+
+    def generate_reading(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int,
+                         read=None) -> tuple[list[list[Completion]], dict]:
+        """``generate``, also keeping the activations ``read`` (a ``prefill_read.PrefillRead``)
+        names from the prompt's prefill: one forward of each prompt serves both."""
         import torch
         from transformers import DynamicCache
+
+        from .prefill_read import reading
 
         tok = self.tokenizer
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
@@ -61,20 +69,30 @@ class TransformersBackend:
         if sample:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         ids, mask = enc["input_ids"], enc["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        acts: dict = {}
         with torch.inference_mode():
             if self.shared_prefill and cfg.k > 1 and ids.shape[1] > 1:
                 # prefill all but the last prompt token once, then repeat the cache K times;
                 # generate() processes only the uncached last token onwards
                 cache = DynamicCache(config=self.model.config)
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                           past_key_values=cache, use_cache=True)
+                if read is None:
+                    self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                               past_key_values=cache, use_cache=True, logits_to_keep=1)  # no lm_head over the prompt
+                else:  # the whole prompt, read at its last tokens, then the cache cut back by one
+                    with reading(self.model, read) as acts:
+                        self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                   use_cache=True, logits_to_keep=1)
+                    cache.crop(-1)  # drop the last token: generate() feeds it again
                 cache.batch_repeat_interleave(cfg.k)
                 torch.manual_seed(seed)
                 out = self.model.generate(input_ids=ids.repeat_interleave(cfg.k, 0),
                                           attention_mask=mask.repeat_interleave(cfg.k, 0),
                                           past_key_values=cache, **kwargs)
             else:
+                if read is not None:  # no prefill to share: one forward to read
+                    with reading(self.model, read) as acts:
+                        self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
                 torch.manual_seed(seed)
                 out = self.model.generate(**enc, num_return_sequences=cfg.k, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].cpu().numpy()
@@ -93,7 +111,9 @@ class TransformersBackend:
                     text, finish = cut, "stop"
                 row.append(Completion(text, n, finish))
             results.append(row)
-        return results
+        if read is not None and read.token_layers:
+            acts["mask"] = mask.to(torch.uint8).cpu()
+        return results, acts
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:

@@ -91,12 +91,14 @@ def rollouts_for_models(problems: pd.DataFrame, models: Sequence[str], cfg: Samp
                         backend: str = "transformers", model_source: str = "auto",
                         prices: Mapping | None = None, limits: Mapping[str, int] | None = None,
                         engine_args: Mapping[str, int] | None = None,
-                        revisions: Mapping[str, str] | None = None) -> dict[str, RolloutRun]:
-    """Run (or reuse) every model's rollouts on the same problems (or its ``limits`` subset)."""
+                        revisions: Mapping[str, str] | None = None, read=None) -> dict[str, RolloutRun]:
+    """Run (or reuse) every model's rollouts on the same problems (or its ``limits`` subset);
+    ``read`` (see ``run_rollouts``) stores chapter 2's activations from the sampling prefill."""
     rev = dict(revisions or {})
     return {m: run_rollouts(subset(problems, (limits or {}).get(m), cfg.seed), m, cfg,
                             backend=_backend_for(m, backend, model_source, engine_args, rev.get(m)),
-                            source=model_source, revision=rev.get(m), price_overrides=dict(prices or {}))
+                            source=model_source, revision=rev.get(m), price_overrides=dict(prices or {}),
+                            read=read)
             for m in models}
 
 
@@ -119,28 +121,47 @@ def rollout_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Ro
     runs = rollouts_for_models(problems, params["models"], sampling_config(params), backend=params["backend"],
                                model_source=params["model_source"], prices=params.get("prices"),
                                limits=params.get("model_limits"), engine_args=vllm_engine_args(params),
-                               revisions=params.get("model_revisions"))
+                               revisions=params.get("model_revisions"),
+                               read=(lambda lm: extraction_config(params, lm)) if reads_while_sampling(params) else None)
     return problems, runs, combined_summary(runs)
+
+
+def reads_while_sampling(params: Mapping[str, Any]) -> bool:
+    """Whether chapter 1's prefill stores chapter 2's activations (one forward of each prompt
+    for both): with the transformers backend, run locally, batched as the rollouts' chunks."""
+    return (params.get("backend", "transformers") == "transformers" and not params.get("ndif_remote")
+            and params.get("extract_token_budget") is None)
+
+
+def extraction_config(params: Mapping[str, Any], lm, *, sampled: bool = True):
+    """What chapter 2 reads from ``lm``, from the profile: layers, dtype, batching and the pooled
+    probes' token layers (fractions of the depth, so one profile fits models of different depths).
+    ``sampled``: batched as the rollouts' chunks, whose prefill stores them."""
+    from .activations import ExtractionConfig
+
+    n_layers = int(lm.model.config.num_hidden_layers)
+    token_layers = sorted({int(round(f * n_layers)) for f in params.get("token_layer_fracs") or ()})
+    chunks = int(params["chunk_size"]) if sampled and reads_while_sampling(params) else None
+    return ExtractionConfig(layers=params.get("extract_layers"), dtype=params.get("extract_dtype", "float32"),
+                            batch_size=int(params.get("extract_batch_size", 16)), token_layers=tuple(token_layers),
+                            remote=bool(params.get("ndif_remote", False)),
+                            token_budget=_opt_int(params.get("extract_token_budget")),  # None: extract_batch_size
+                            rollout_chunks=chunks)
 
 
 def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any]):
     """EOI activations (and, for pooled probes, every prompt token at ``token_layers``) of
     ``model`` on the problems, with the same prompt the rollouts used."""
-    from .activations import ExtractionConfig, extract_activations
+    from .activations import extract_activations, plan_set
     from .models import load_model
 
     lm = load_model(model, source=params["model_source"], revision=revision_of(model, params))
-    n_layers = int(lm.model.config.num_hidden_layers)
-    # pooled probes read every prompt token at layers given as fractions of the depth, so one
-    # profile fits models of different depths
-    token_layers = sorted({int(round(f * n_layers)) for f in params.get("token_layer_fracs") or ()})
-    cfg = ExtractionConfig(layers=params.get("extract_layers"), dtype=params.get("extract_dtype", "float32"),
-                           batch_size=int(params.get("extract_batch_size", 16)), token_layers=tuple(token_layers),
-                           remote=bool(params.get("ndif_remote", False)),
-                           token_budget=_opt_int(params.get("extract_token_budget")))  # None: extract_batch_size
     problems = model_problems(problems, model, params)
-    return lm, extract_activations(problems, lm, prompt_suffix=params.get("prompt_suffix") or "",
-                                   system_prompt=params.get("system_prompt"), cfg=cfg)
+    prompt = dict(prompt_suffix=params.get("prompt_suffix") or "", system_prompt=params.get("system_prompt"))
+    cfg = extraction_config(params, lm)
+    if cfg.rollout_chunks is not None and not (plan_set(problems, lm, cfg=cfg, **prompt).out / "meta.json").exists():
+        cfg = extraction_config(params, lm, sampled=False)  # no set from the sampling prefill: by length
+    return lm, extract_activations(problems, lm, cfg=cfg, **prompt)
 
 
 def _opt_int(x: Any) -> int | None:

@@ -338,6 +338,10 @@ def evaluate_target(acts, labels: pd.DataFrame, target: str, *, model: str, **kw
 
 
 def layer_curve(report: ProbeReport, model: str) -> pd.DataFrame:
-    """Best validation score per layer (over alpha and position) from a probe's sweep."""
-    c = report.sweep.groupby("layer", as_index=False)["val_score"].max()
+    """Best validation score per layer (over alpha and position) from a probe's sweep; for a
+    binary target, from the least-squares screen, the one stage that scored every layer."""
+    sw = report.sweep
+    if "stage" in sw:
+        sw = sw[sw["stage"] != "logistic"]
+    c = sw.groupby("layer", as_index=False)["val_score"].max()
     return c.assign(model=model, target=report.target)

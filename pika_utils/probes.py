@@ -164,24 +164,41 @@ def _folds(idx: np.ndarray, y: np.ndarray, task: str, n_folds: int, seed: int) -
     return [(idx[a], idx[b]) for a, b in splitter]
 
 
-def _fold_scores(features, layers, positions, y, fit_idx, eval_idx, task, alphas) -> list[dict]:
+def _fold_scores(features, cells, y, fit_idx, eval_idx, task, alphas, *, least_squares: bool = False) -> list[dict]:
+    """Every alpha's held-out score at each (layer, position) cell: ridge (closed form, every
+    alpha from one eigendecomposition) for regression, or with ``least_squares`` as a screen for a
+    binary target; warm-started L2 logistic fits otherwise."""
     metric = probe_metric(task)
     ytr = check_labels(y[fit_idx], task, "training labels")
     rows = []
-    for layer in layers:
-        for pos in positions:
-            X = features(layer, pos)
-            if task == "regression":
-                preds = X[eval_idx] @ ridge_path(X[fit_idx], ytr, alphas)
-                rows += [{"layer": layer, "position": pos, "alpha": a, "score": metric(y[eval_idx], s)}
-                         for a, s in zip(alphas, preds.T)]
-            else:  # strongest regularisation first, each fit warm-started from the last
-                clf = _logistic(warm_start=True)
-                for a in sorted(alphas, reverse=True):
-                    converged = _fit_logistic(clf.set_params(C=1.0 / a), X[fit_idx], ytr.astype(int))
-                    rows.append({"layer": layer, "position": pos, "alpha": a, "converged": converged,
-                                 "score": metric(y[eval_idx], X[eval_idx] @ clf.coef_[0])})
+    for layer, pos in cells:
+        X = features(layer, pos)
+        if task == "regression" or least_squares:
+            preds = X[eval_idx] @ ridge_path(X[fit_idx], ytr, alphas)
+            rows += [{"layer": layer, "position": pos, "alpha": a, "score": metric(y[eval_idx], s)}
+                     for a, s in zip(alphas, preds.T)]
+        else:  # strongest regularisation first, each fit warm-started from the last
+            clf = _logistic(warm_start=True)
+            for a in sorted(alphas, reverse=True):
+                converged = _fit_logistic(clf.set_params(C=1.0 / a), X[fit_idx], ytr.astype(int))
+                rows.append({"layer": layer, "position": pos, "alpha": a, "converged": converged,
+                             "score": metric(y[eval_idx], X[eval_idx] @ clf.coef_[0])})
     return rows
+
+
+#: Binary targets: every (layer, position) is screened by a least-squares probe over the whole alpha
+#: grid (closed form), and the logistic probe's alphas are scored on this many best cells only.
+SCREEN_KEEP = 3
+
+
+def _score_table(per_fold: list[list[dict]]) -> pd.DataFrame:
+    keys = ["layer", "position", "alpha"]
+    scores = pd.concat([pd.DataFrame(f).assign(fold=i) for i, f in enumerate(per_fold)])
+    table = scores.groupby(keys, as_index=False)["score"].agg(
+        val_score="mean", val_se=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0)
+    if "converged" in scores:
+        table = table.merge(scores.groupby(keys, as_index=False)["converged"].all(), on=keys)
+    return table
 
 
 def _logistic(**kw) -> LogisticRegression:
@@ -211,13 +228,14 @@ def sweep(
         raise ValueError(f"the validation split has {len(val_idx)} example(s); at least 2 are needed to pick alpha")
     cv = split_too_small(y[val_idx], task)
     folds = _folds(np.concatenate([train_idx, val_idx]), y, task, n_folds, seed) if cv else [(train_idx, val_idx)]
-    per_fold = [pd.DataFrame(_fold_scores(features, layers, positions, y, a, b, task, alphas)) for a, b in folds]
-    keys = ["layer", "position", "alpha"]
-    scores = pd.concat([f.assign(fold=i) for i, f in enumerate(per_fold)])
-    table = scores.groupby(keys, as_index=False)["score"].agg(
-        val_score="mean", val_se=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0)
-    if "converged" in scores:
-        table = table.merge(scores.groupby(keys, as_index=False)["converged"].all(), on=keys)
+    cells = [(layer, pos) for layer in layers for pos in positions]
+    screen = None
+    if task == "classification" and len(cells) > SCREEN_KEEP:
+        screen = _score_table([_fold_scores(features, cells, y, a, b, task, alphas, least_squares=True)
+                               for a, b in folds])
+        ranked = screen.groupby(["layer", "position"])["val_score"].max().sort_values(ascending=False, kind="stable")
+        cells = [c for c in ranked.index[:SCREEN_KEEP]]
+    table = _score_table([_fold_scores(features, cells, y, a, b, task, alphas) for a, b in folds])
     ok = table.dropna(subset=["val_score"])
     if ok.empty:
         raise ValueError("every validation score is NaN (a constant target on the validation split?)")
@@ -229,6 +247,11 @@ def sweep(
     best["layer"], best["position"] = int(best["layer"]), int(best["position"])
     best["selection"] = (f"{len(folds)}-fold cross-validation over train+val (validation split too small), "
                          "strongest alpha within one SE" if cv else "validation split, ties to the strongest alpha")
+    if screen is not None:
+        best["selection"] += (f"; logistic alphas on the {SCREEN_KEEP} best of {len(screen) // len(alphas)} "
+                              "layer-position cells of a least-squares screen")
+        table = pd.concat([table.assign(stage="logistic"), screen.assign(stage="screen (least squares)")],
+                          ignore_index=True)
     return SweepResult(table, best)
 
 

@@ -76,9 +76,12 @@ def run_rollouts(
     price_overrides: dict | None = None,
     out_root: Path | None = None,
     progress: bool = True,
+    read=None,
 ) -> RolloutRun:
     """Sample, grade and store ``cfg.k`` rollouts per problem, reusing or resuming a run with
-    the same key. Returns every rollout and the per-problem summary."""
+    the same key. Returns every rollout and the per-problem summary. ``read(lm)``, an
+    ``activations.ExtractionConfig`` with ``rollout_chunks``, also stores the activations of
+    each chunk's prefill as that set's chunk (transformers backend, no budget)."""
     problems = _check_problems(problems)
     if isinstance(backend, str):
         from .inputs import check_prompt_chars
@@ -115,9 +118,10 @@ def run_rollouts(
     else:
         store.write_json(meta_path, meta)
 
-    plan = _chunk_plan(problems["problem_id"].tolist(), cfg.chunk_size)
+    plan = _chunk_plan(sorted(problems["problem_id"].tolist()), cfg.chunk_size)
     chunk_dir = run_dir / "chunks"
     todo = [i for i in range(len(plan)) if not _chunk_done(chunk_dir, i, plan[i], cfg.k)]
+    acts = _activation_plan(read, be, problems, cfg, plan) if todo else None
     by_id = problems.set_index("problem_id")
     from tqdm import tqdm
 
@@ -128,7 +132,10 @@ def run_rollouts(
         sub = by_id.loc[ids]
         prompts = chat_prompts(be.tokenizer, sub["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)
         t0 = time.perf_counter()
-        if cfg.budget is None:
+        if acts is not None and not acts[0].chunk_done(i):
+            completions, tensors = be.generate_reading(prompts, cfg, _chunk_seed(cfg.seed, ids), acts[1])
+            acts[0].write_chunk(i, tensors)
+        elif cfg.budget is None:
             completions = be.generate(prompts, cfg, _chunk_seed(cfg.seed, ids))
         else:
             completions = generate_with_budget(be, prompts, cfg, _chunk_seed(cfg.seed, ids))
@@ -152,7 +159,28 @@ def run_rollouts(
     parts = [store.read_parquet(chunk_dir / f"chunk-{i:05d}.parquet") for i in range(len(plan))]
     rollouts = pd.concat(parts, ignore_index=True)
     store.write_parquet_chunk(final, rollouts)
+    if acts is not None and all(acts[0].chunk_done(c) for c in range(len(plan))):
+        acts[0].finish(f"rollouts {run_dir.name} (sampling's prefill)")
     return _finish(run_dir, model, problems, cfg, price_overrides, reuse=False)
+
+
+def _activation_plan(read, be, problems: pd.DataFrame, cfg: SamplingConfig, plan: list[list[str]]):
+    """The activation set this run's prefill fills, and what to read, or None when it cannot:
+    another backend, a budget run (other prompts), or chunks that are not the set's chunks."""
+    if read is None or cfg.budget is not None or not hasattr(be, "generate_reading"):
+        return None
+    from .activations import plan_set
+    from .prefill_read import read_layout
+
+    ecfg = read(be.lm) if callable(read) else read
+    if ecfg.rollout_chunks != cfg.chunk_size or ecfg.remote:
+        return None
+    sp = plan_set(problems, be.lm, prompt_suffix=cfg.prompt_suffix, system_prompt=cfg.system_prompt, cfg=ecfg)
+    if [list(sp.meta["problem_ids"][int(b[0]):int(b[-1]) + 1]) for b in sp.plan] != plan:
+        return None
+    if (sp.out / "meta.json").exists():
+        return None  # complete already
+    return sp, read_layout(sp.layers, sp.n_pos, ecfg.token_layers, sp.dtype)
 
 
 def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:

@@ -156,3 +156,41 @@ def test_shared_prefill_gives_the_same_greedy_outputs_as_plain_generate():
         assert len(s) == 3
         for c in s:
             assert (c.text, c.output_tokens, c.finish_reason) == (p[0].text, p[0].output_tokens, p[0].finish_reason)
+
+
+def test_prefill_read_stores_the_activations_extraction_would(tmp_path, monkeypatch):
+    """One forward for both: the activations kept from the rollouts' prefill are the ones nnsight
+    extracts (same chunks, same key), the samples are those of a run that reads nothing, and
+    chapter 2 then reuses the set instead of extracting."""
+    import numpy as np
+
+    from pika_utils import pipeline
+    from pika_utils.activations import ExtractionConfig, extract_activations
+    from pika_utils.models import load_model
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    problems = make_problems(7).assign(question=[f"What is {i} + {i + 1}?" + " Think." * (i % 3) for i in range(7)])
+    ecfg = ExtractionConfig(token_layers=(1,), rollout_chunks=CFG.chunk_size)
+    read = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path / "a", progress=False, read=ecfg)
+    plain = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(read.rollouts.drop(columns=[]), plain.rollouts)
+    lm = load_model(MODEL, source="offline")
+    stored = extract_activations(problems, lm, cfg=ecfg, progress=False)  # written by the rollouts
+    assert stored.meta["written_by"].startswith("rollouts")
+    fresh = extract_activations(problems, lm, cfg=ecfg, out_root=tmp_path / "fresh", progress=False)
+    assert fresh.meta["written_by"] == "nnsight extraction" and fresh.meta["key"] == stored.meta["key"]
+    assert stored.problem_ids == fresh.problem_ids
+    np.testing.assert_allclose(stored.all(), fresh.all(), rtol=1e-4, atol=1e-5)
+    xs, ms = stored.tokens(1)
+    xf, mf = fresh.tokens(1)
+    assert (ms == mf).all()
+    np.testing.assert_allclose(xs[ms], xf[mf], rtol=1e-4, atol=1e-5)
+    # the pipeline: chapter 1 with read, then chapter 2 finds the set instead of extracting
+    params = {"backend": "transformers", "chunk_size": CFG.chunk_size, "token_layer_fracs": [0.5],
+              "extract_dtype": "float32", "extract_layers": None, "model_source": "offline",
+              "prompt_suffix": CFG.prompt_suffix, "system_prompt": CFG.system_prompt}
+    assert pipeline.reads_while_sampling(params)
+    run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path / "c", progress=False,
+                 read=lambda lm: pipeline.extraction_config(params, lm))
+    _, acts = pipeline.activations_for(problems, MODEL, params)
+    assert acts.meta["written_by"].startswith("rollouts") and acts.meta["rollout_chunks"] == CFG.chunk_size
