@@ -62,6 +62,21 @@ EXERCISES = {
          "S = X @ X.T\n"
          "names = sorted(set(src))\n"
          "pd.DataFrame([[S[np.ix_(src == a, src == b)].mean() for b in names] for a in names], index=names, columns=names).round(3)"),
+        ("ex-activations-positions", "Do the end-of-instruction tokens say the same thing?",
+         "The probes choose one of the end-of-instruction positions. How alike are the positions? For a few "
+         "layers, compute the mean cosine similarity between each position's activation and the last "
+         "token's, problem by problem. Where do they agree, and where would the choice of position matter?",
+         "Normalise each position's rows and average the row-wise dot products with position -1.",
+         "m = models[0]\n"
+         "lm, acts = extracted[m]\n"
+         "def unit(X):\n"
+         "    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)\n"
+         "rows = []\n"
+         "for layer in acts.layers[::max(1, len(acts.layers) // 6)]:\n"
+         "    last = unit(acts.layer(layer, -1))\n"
+         "    for pos in acts.meta[\"positions\"][:-1]:\n"
+         "        rows.append({\"layer\": layer, \"position\": pos, \"cosine\": float((unit(acts.layer(layer, pos)) * last).sum(1).mean())})\n"
+         "pd.DataFrame(rows).pivot(index=\"layer\", columns=\"position\", values=\"cosine\").round(2)"),
     ],
     "06_utility_router": [
         ("ex-utility-lambda", "The price of caution",
@@ -91,6 +106,95 @@ EXERCISES = {
          "        g = r.rollouts.groupby(\"budget_hit\")[\"correct\"].agg([\"size\", \"mean\"])\n"
          "        rows += [{\"model\": m, \"budget\": b, \"budget hit\": bool(k), \"rollouts\": int(v[\"size\"]), \"accuracy\": v[\"mean\"]} for k, v in g.iterrows()]\n"
          "pd.DataFrame(rows).round(3)"),
+        ("ex-budget-gain", "Which problems does thinking help?",
+         "Compare each problem's success rate at the smallest and the largest budget. How many problems "
+         "gain, how many lose and how many stay the same? With $K$ samples per problem, how much of that "
+         "could sampling noise alone produce?",
+         "Join the two budgets' per-problem success rates and count the signs of the difference.",
+         "rows = []\n"
+         "for m in budget_models:\n"
+         "    lo, hi = min(runs[m]), max(runs[m])\n"
+         "    a = runs[m][lo].summary.set_index(\"problem_id\")[\"success_rate\"]\n"
+         "    b = runs[m][hi].summary.set_index(\"problem_id\")[\"success_rate\"]\n"
+         "    d = (b - a.reindex(b.index)).dropna()\n"
+         "    rows.append({\"model\": m, \"budgets\": f\"{lo} -> {hi}\", \"gain\": int((d > 0).sum()),\n"
+         "                 \"same\": int((d == 0).sum()), \"loss\": int((d < 0).sum())})\n"
+         "pd.DataFrame(rows)"),
+    ],
+    "08_backtracking": [
+        ("ex-bt-onset", "The onset or the whole passage?",
+         "The labels mark every token of a backtracking sentence. Label only each sentence's first token "
+         "(its *onset*) and fit the probes again at lag 0 and lag +8 on the best layer. Is the signal "
+         "about the onset, or about being inside a long backtracking passage?",
+         "A token is an onset when it is labelled and the token before it, in the same chain, is not.",
+         "cid = tok[\"chain_id\"].to_numpy()\n"
+         "same_chain = np.r_[False, cid[1:] == cid[:-1]]\n"
+         "prev = np.r_[0, labels[:-1]] * same_chain\n"
+         "onset = ((labels == 1) & (prev == 0)).astype(np.int8)\n"
+         "rows = []\n"
+         "for name, y in ((\"every token of the sentence\", labels), (\"onset token only\", onset)):\n"
+         "    t, _ = LP.lag_sweep(acts, y, split_of, [0, 8], Cs=bt_Cs, n_boot=200, seed=seed, baselines=False, progress=False)\n"
+         "    t = t[t[\"layer\"] == best_layer]\n"
+         "    rows += [{\"labels\": name, \"positives\": int(y.sum()), \"lag\": int(r.lag), \"test AUROC\": r.auroc} for r in t.itertuples()]\n"
+         "pd.DataFrame(rows).round(3)"),
+        ("ex-bt-fixed-c", "What does choosing C buy?",
+         "Each probe picks its regularisation C on validation. Fix C = 1 for every layer and compare the "
+         "test AUROC at the shortest and the longest lag with the chosen-C probes above.",
+         "One sweep with a single C, merged with the chapter's table.",
+         "lags = [min(bt_lags, key=abs), max(bt_lags)]\n"
+         "fixed, _ = LP.lag_sweep(acts, labels, split_of, lags, Cs=[1.0], n_boot=200, seed=seed, baselines=False, progress=False)\n"
+         "chosen = probes[probes[\"lag\"].isin(lags)][[\"layer\", \"lag\", \"auroc\", \"C\"]]\n"
+         "fixed[[\"layer\", \"lag\", \"auroc\"]].merge(chosen, on=[\"layer\", \"lag\"], suffixes=(\" (C = 1)\", \" (C chosen)\")).round(3)"),
+    ],
+    "09_recoverability": [
+        ("ex-recover-fallback", "How often does the rule fall back?",
+         "The rule takes the intervention of the largest z-score, and the random-position sparse steer when "
+         "every z-score is at most 0. How many problems get each pick, how many fall back, and how often "
+         "does each pick rescue compared with a retry of the same problems?",
+         "Group the results table by the rule's pick.",
+         "if len(df):\n"
+         "    z = df[[f\"z_{f}\" for f in rf.FEATURES]]\n"
+         "    show = df.assign(fallback=(z <= 0).all(axis=1)).groupby(\"rule\").agg(\n"
+         "        problems=(\"rule\", \"size\"), fallback=(\"fallback\", \"sum\"),\n"
+         "        rescued_by_pick=(\"rescue_rule\", \"mean\"), rescued_by_retry=(\"rescue_retry\", \"mean\"))\n"
+         "else:\n"
+         "    show = \"no failed problems in this run\"\n"
+         "show"),
+        ("ex-recover-success", "A rule from the success rate alone",
+         "A simpler router needs no log-probabilities: retry the problems chapter 1 sometimes solved "
+         "(success rate above 0) and apply the best single intervention to the rest. How does it compare "
+         "with the feature rule and with always-retry?",
+         "Pick per problem from its success rate and read the rescue column of that pick.",
+         "if len(df):\n"
+         "    best = df.attrs.get(\"best_single\", \"dense_steer\")\n"
+         "    pick = np.where(df[\"success_rate\"] > 0, \"retry\", best)\n"
+         "    by_rate = np.mean([bool(df.loc[i, f\"rescue_{p}\"]) for i, p in zip(df.index, pick)])\n"
+         "    show = pd.DataFrame({\"router\": [\"feature rule\", \"success rate alone\", \"always retry\"],\n"
+         "                         \"rescued\": [df[\"rescue_rule\"].mean(), by_rate, df[\"rescue_retry\"].mean()]}).round(3)\n"
+         "else:\n"
+         "    show = \"no failed problems in this run\"\n"
+         "show"),
+    ],
+    "10_code": [
+        ("ex-code-truncation", "The logic or the token limit?",
+         "Programs cut at `code_max_new_tokens` cannot pass. Split each model's problems by whether most of "
+         "their rollouts were truncated and compare success rates. Then raise `code_max_new_tokens` and "
+         "rerun: how much of the failure was the limit?",
+         "Group the summary by model and by a truncation flag.",
+         "summary.assign(mostly_truncated=summary[\"truncated_rate\"] >= 0.5).groupby([\"model\", \"mostly_truncated\"])[\"success_rate\"].agg([\"size\", \"mean\"]).round(3)"),
+        ("ex-code-sandbox", "Try to break out",
+         "Write programs the sandbox should refuse: open a network connection, start a shell, allocate far "
+         "more memory than the limit. Which ones are stopped, and by which layer (limits, namespace, audit "
+         "hook)?",
+         "Run each attempt through `sandbox.run_program` and read its status and detail.",
+         "attempts = {\n"
+         "    \"open a socket\": \"import socket\\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\",\n"
+         "    \"start a shell\": \"import subprocess\\nsubprocess.run(['sh', '-c', 'echo hi'])\",\n"
+         "    \"allocate 8 GB\": \"x = bytearray(8 * 1024 ** 3)\",\n"
+         "    \"read the home folder\": \"import os\\nprint(os.listdir(os.path.expanduser('~')))\",\n"
+         "}\n"
+         "results = {k: sandbox.run_program(v) for k, v in attempts.items()}\n"
+         "pd.DataFrame([{\"attempt\": k, \"status\": r.status, \"detail\": r.detail[:90]} for k, r in results.items()])"),
     ],
     "03_probes": [
         ("ex-probes-shuffled", "A probe on shuffled labels",
