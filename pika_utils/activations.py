@@ -130,16 +130,15 @@ class ExtractionConfig:
     token_layers: tuple[int, ...] = ()  # also keep every prompt token at these layers (pooled probes)
     remote: bool = False  # run on NDIF (nnsight's remote execution) for very large models
     token_budget: int | None = None  # max padded tokens per batch (rows x longest); None: batch_size
-    # the rollouts' chunks: batches of this many prompts in problem_id order, so that the sampling
-    # prefill of chapter 1 can store them (``rollouts.run_rollouts(read=...)``); None: by length
+    # the rollouts' chunks (this many prompts, by length, stable over problem ids), so that chapter
+    # 1's sampling prefill can store them (``rollouts.run_rollouts(read=...)``); None: batch_size
     rollout_chunks: int | None = None
 
     def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Prompt indices per batch: the rollouts' chunks, packed up to ``token_budget`` tokens, or
         ``batch_size`` each in length order."""
-        if self.rollout_chunks is not None:
-            n, c = len(lengths), int(self.rollout_chunks)
-            return [np.arange(i, min(i + c, n)) for i in range(0, n, c)]
+        if self.rollout_chunks is not None:  # the rollouts' plan: by length, stable over problem ids
+            return fixed_batches(lengths, int(self.rollout_chunks))
         if self.token_budget is not None:
             return token_budget_batches(lengths, int(self.token_budget))
         return fixed_batches(lengths, int(self.batch_size))

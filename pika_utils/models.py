@@ -134,29 +134,33 @@ def resolve_spec(name: str) -> ModelSpec:
                      "Or pass a Hugging Face hub id such as 'org/model', or a local model folder.")
 
 
-def load_model(name: str, *, source: str = "auto", device: str | None = None,
-               dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None) -> LoadedModel:
-    """Load ``name`` from the hub or its offline source ('auto' tries the hub first and says so
-    when it falls back), in eval mode, with a left-padding tokenizer. ``revision`` pins the hub
-    commit (then no offline copy, whose commit is unknown, is used in its place)."""
-    import torch
+@dataclass
+class ModelLocation:
+    """Where a model's weights are (a folder of safetensors and tokenizer), without loading them."""
 
+    name: str
+    folder: Path
+    source: str
+    weights_sha256: str
+    fallback_reason: str | None = None
+    revision: str | None = None
+
+
+def locate_model(name: str, *, source: str = "auto", trust_remote_code: bool = False,
+                 revision: str | None = None) -> ModelLocation:
+    """The folder ``load_model`` would load, from the hub or the offline source ('auto' tries the
+    hub first and says so when it falls back); cheap enough to key a stored run before loading."""
     spec = resolve_spec(name)
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
         raise ValueError(f"{name}: revision={revision!r}; give a hub commit hash, branch or tag")
     if source not in ("auto", "hub", "offline"):
         raise ValueError(f"source={source!r}; choose 'auto' (hub, then offline), 'hub' or 'offline'")
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(_DTYPES)}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     hub_reason = None
     if source in ("auto", "hub") and spec.hub_id is not None:
         folder, hub_reason = hub_snapshot(spec.hub_id, trust_remote_code=trust_remote_code, revision=revision)
-        if folder is not None:
-            lm = _load_folder(spec.name, folder, f"hub:{spec.hub_id}", weights_sha256(folder),
-                              None, dtype, device, trust_remote_code)
-            lm.revision = folder.name  # the hub cache names a snapshot by its commit
-            return lm
+        if folder is not None:  # the hub cache names a snapshot by its commit
+            return _located(ModelLocation(spec.name, folder, f"hub:{spec.hub_id}", weights_sha256(folder),
+                                          None, folder.name))
         if source == "hub" or spec.offline is None or revision is not None:
             raise ModelUnavailableError(_hub_help(spec, hub_reason))
         msg = (f"{spec.name}: using the offline source {spec.offline}, not the hub copy of {spec.hub_id}, "
@@ -175,7 +179,29 @@ def load_model(name: str, *, source: str = "auto", device: str | None = None,
         raise ModelUnavailableError(f"model {name!r} has no offline source, only the hub ({spec.hub_id}); "
                                     f"use source='auto' or 'hub', or pick an offline model: {offline}")
     folder, src, sha = _offline_folder(spec)
-    return _load_folder(spec.name, folder, src, sha, hub_reason, dtype, device, trust_remote_code)
+    return _located(ModelLocation(spec.name, folder, src, sha, hub_reason))
+
+
+def _located(loc: ModelLocation) -> ModelLocation:
+    LOADED[loc.name] = {"source": loc.source, "weights_sha256": loc.weights_sha256, "fallback_reason": loc.fallback_reason}
+    return loc
+
+
+def load_model(name: str, *, source: str = "auto", device: str | None = None,
+               dtype: str = "float32", trust_remote_code: bool = False, revision: str | None = None) -> LoadedModel:
+    """Load ``name`` from the hub or its offline source (``locate_model``), in eval mode, with a
+    left-padding tokenizer. ``revision`` pins the hub commit (then no offline copy, whose commit
+    is unknown, is used in its place)."""
+    import torch
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(_DTYPES)}")
+    loc = locate_model(name, source=source, trust_remote_code=trust_remote_code, revision=revision)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm = _load_folder(loc.name, loc.folder, loc.source, loc.weights_sha256, loc.fallback_reason, dtype, device,
+                      trust_remote_code)
+    lm.revision = loc.revision
+    return lm
 
 
 def _load_folder(name: str, folder: Path, source: str, sha: str, fallback_reason: str | None,
@@ -192,7 +218,6 @@ def _load_folder(name: str, folder: Path, source: str, sha: str, fallback_reason
         trust_remote_code=trust_remote_code, **kw)
     model = model.to(device).eval()
     _prepare_tokenizer(name, tok, model)
-    LOADED[name] = {"source": source, "weights_sha256": sha, "fallback_reason": fallback_reason}
     return LoadedModel(name, model, tok, source, sha, fallback_reason)
 
 

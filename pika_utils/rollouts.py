@@ -50,6 +50,19 @@ def _problems_key(problems: pd.DataFrame) -> str:
     return store.stable_hash(problems[cols].to_dict(orient="list"))
 
 
+def _length_order(be, problems: pd.DataFrame, cfg: SamplingConfig) -> list[str]:
+    """Problem ids by prompt length (stable over sorted ids): a chunk of similar lengths pads
+    little, and the activation set of the same chunks (``ExtractionConfig.rollout_chunks``)
+    orders its batches the same way."""
+    import numpy as np
+
+    ids = sorted(problems["problem_id"].tolist())
+    questions = problems.set_index("problem_id").loc[ids, "question"].tolist()
+    lengths = be.count_tokens(chat_prompts(be.tokenizer, questions, cfg.prompt_suffix, cfg.system_prompt)) \
+        if hasattr(be, "tokenizer") else [0] * len(ids)
+    return [ids[i] for i in np.argsort(lengths, kind="stable")]
+
+
 def _chunk_plan(problem_ids: Sequence[str], chunk_size: int) -> list[list[str]]:
     return [list(problem_ids[i:i + chunk_size]) for i in range(0, len(problem_ids), chunk_size)]
 
@@ -90,6 +103,10 @@ def run_rollouts(
             resolve_spec(model)  # an unknown name fails here, listing the registered ones
         check_prompt_chars(problems["question"].tolist(), context_hint(model), ids=problems["problem_id"].tolist())
     prices.get_price(model, price_overrides)  # fail before any sampling if the price is missing
+    if backend == "transformers":  # a stored run is found without loading the model's weights
+        stored = _run_dir(_transformers_identity(model, source, revision), problems, cfg, model, out_root)
+        if store.chunk_ok(stored / "rollouts.parquet"):
+            return _finish(stored, model, problems, cfg, price_overrides, reuse=True)
     be = make_backend(model, backend, source=source, revision=revision) if isinstance(backend, str) else backend
     identity = be.identity()
     _check_prompt_lengths(be, problems, cfg)  # before generation (and before the run's folder)
@@ -97,9 +114,8 @@ def run_rollouts(
         context = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
         longest = max(be.count_tokens(chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)))
         check_budget(cfg.budget, cfg.answer_cue, be.tokenizer, context, cfg.answer_tokens, longest)
-    key_obj = {"identity": identity, "problems": _problems_key(problems), "cfg": cfg.key()}
-    key = store.stable_hash(key_obj)
-    run_dir = Path(out_root or store.data_dir() / "rollouts") / f"{store.path_safe(model)}-{key}"
+    run_dir = _run_dir(identity, problems, cfg, model, out_root)
+    key = run_dir.name.rsplit("-", 1)[1]
     final = run_dir / "rollouts.parquet"
     if store.chunk_ok(final):  # a damaged final table is moved aside and rebuilt from the chunks
         return _finish(run_dir, model, problems, cfg, price_overrides, reuse=True)
@@ -108,7 +124,7 @@ def run_rollouts(
         "model": model, "key": key, "backend": identity["backend"],
         "model_info": getattr(getattr(be, "lm", None), "info", lambda: identity)(),
         "sampling": dataclasses.asdict(cfg), "n_problems": len(problems),
-        "problems_hash": key_obj["problems"], "versions": store.versions(), "created": store.now_iso(),
+        "problems_hash": _problems_key(problems), "versions": store.versions(), "created": store.now_iso(),
     }
     meta_path = run_dir / "meta.json"
     if meta_path.exists():
@@ -118,7 +134,7 @@ def run_rollouts(
     else:
         store.write_json(meta_path, meta)
 
-    plan = _chunk_plan(sorted(problems["problem_id"].tolist()), cfg.chunk_size)
+    plan = _chunk_plan(_length_order(be, problems, cfg), cfg.chunk_size)
     chunk_dir = run_dir / "chunks"
     todo = [i for i in range(len(plan)) if not _chunk_done(chunk_dir, i, plan[i], cfg.k)]
     acts = _activation_plan(read, be, problems, cfg, plan) if todo else None
@@ -172,15 +188,37 @@ def _activation_plan(read, be, problems: pd.DataFrame, cfg: SamplingConfig, plan
     from .activations import plan_set
     from .prefill_read import read_layout
 
+    import numpy as np
+
     ecfg = read(be.lm) if callable(read) else read
     if ecfg.rollout_chunks != cfg.chunk_size or ecfg.remote:
         return None
     sp = plan_set(problems, be.lm, prompt_suffix=cfg.prompt_suffix, system_prompt=cfg.system_prompt, cfg=ecfg)
-    if [list(sp.meta["problem_ids"][int(b[0]):int(b[-1]) + 1]) for b in sp.plan] != plan:
-        return None
+    ends = np.cumsum([len(b) for b in sp.plan])
+    if [sp.meta["problem_ids"][e - len(b):e] for b, e in zip(sp.plan, ends)] != plan:
+        return None  # not this run's chunks
     if (sp.out / "meta.json").exists():
         return None  # complete already
     return sp, read_layout(sp.layers, sp.n_pos, ecfg.token_layers, sp.dtype)
+
+
+def _run_dir(identity: dict, problems: pd.DataFrame, cfg: SamplingConfig, model: str, out_root: Path | None) -> Path:
+    """The run's folder, keyed by the backend's identity (weights, chat template), the problems
+    and the sampling settings."""
+    key = store.stable_hash({"identity": identity, "problems": _problems_key(problems), "cfg": cfg.key()})
+    return Path(out_root or store.data_dir() / "rollouts") / f"{store.path_safe(model)}-{key}"
+
+
+def _transformers_identity(model: str, source: str, revision: str | None) -> dict:
+    """``TransformersBackend.identity`` from the weights' location and the tokenizer alone."""
+    from transformers import AutoTokenizer
+
+    from .models import locate_model
+
+    loc = locate_model(model, source=source, revision=revision)
+    tok = AutoTokenizer.from_pretrained(loc.folder)
+    return {"backend": "transformers", "model": loc.name, "weights_sha256": loc.weights_sha256,
+            "chat_template": tok.chat_template}
 
 
 def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:

@@ -194,3 +194,23 @@ def test_prefill_read_stores_the_activations_extraction_would(tmp_path, monkeypa
                  read=lambda lm: pipeline.extraction_config(params, lm))
     _, acts = pipeline.activations_for(problems, MODEL, params)
     assert acts.meta["written_by"].startswith("rollouts") and acts.meta["rollout_chunks"] == CFG.chunk_size
+
+
+def test_a_stored_run_is_read_without_loading_the_model(tmp_path, monkeypatch):
+    """Chapters after the first read chapter 1's runs: the key comes from the weights' location
+    and the tokenizer, so the model itself is not loaded again."""
+    from pika_utils import rollouts
+
+    problems = make_problems(5)
+    first = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded to read a stored run")
+
+    monkeypatch.setattr(rollouts, "make_backend", no_load)
+    again = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)
+    assert again.dir == first.dir
+    pd.testing.assert_frame_equal(again.rollouts, first.rollouts)
+    with pytest.raises(AssertionError, match="was loaded"):  # a new setting does need the model
+        run_rollouts(problems, MODEL, CFG.__class__(**{**CFG.__dict__, "seed": 8}), source="offline",
+                     out_root=tmp_path, progress=False)
