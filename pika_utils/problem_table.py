@@ -111,14 +111,17 @@ def question_id(source: str, question: str) -> str:
     return f"{source}-{stable_hash(question.strip(), 12)}"
 
 
-def rank_sample(df: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+def rank_sample(df: pd.DataFrame, limit: int | None, seed: int, salt: str = "") -> pd.DataFrame:
     """Deterministic sample of ``limit`` rows, ranked by hash(seed, problem_id): independent of
-    row order, and growing ``limit`` only adds problems."""
+    row order, and growing ``limit`` only adds problems. A sample drawn from rows that an earlier
+    sample chose needs its own ``salt``: with the same ranking it would take the earlier sample's
+    rows first (a source's ``limit`` picks the lowest hashes of its pool, which then rank first
+    against every generated problem)."""
     if limit is None or limit >= len(df):
         return df.sort_values("problem_id").reset_index(drop=True)
     if limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    keys = df["problem_id"].map(lambda pid: stable_hash([seed, pid]))
+    keys = df["problem_id"].map(lambda pid: stable_hash([seed, salt, pid]) if salt else stable_hash([seed, pid]))
     return df.loc[keys.sort_values(kind="stable").index[:limit]].sort_values("problem_id").reset_index(drop=True)
 
 

@@ -134,3 +134,19 @@ def test_a_profile_revision_pin_reaches_the_loader():
         pipeline.activations_for(problems, "tiny-random-llama", params)
     assert pipeline.revision_of("tiny-random-llama", params) == "0123abcd"
     assert pipeline.revision_of("other", params) is None
+
+
+def test_a_model_limits_subset_is_not_the_sources_own_sample():
+    """The sources' ``limit`` and the ``model_limits`` subset both rank problems by a seeded hash:
+    unsalted, the subset took every problem a source had sampled (all 40 MATH-500 problems in a
+    120-problem subset of 400). Each source keeps roughly its share."""
+    from pika_utils import pipeline
+
+    sources = {"products": {"n": 260}, "gsm8k100": {"limit": 40}, "mmath": {"subsets": ["math500"], "limit_per_subset": 40}}
+    problems = pipeline.problem_set(sources, split_fractions=[0.5, 0.2, 0.3], seed=0)
+    sub = pipeline.subset(problems, 120, seed=0)
+    share = sub["source"].value_counts() / len(sub)
+    whole = problems["source"].value_counts() / len(problems)
+    assert len(sub) == pytest.approx(120, abs=3)
+    for source, expected in whole.items():  # 30 of 120 expected for a 25% source; all 40 is the bug
+        assert share.get(source, 0) < 2 * expected, (source, share.to_dict(), whole.to_dict())
