@@ -157,7 +157,10 @@ def _folds(idx: np.ndarray, y: np.ndarray, task: str, n_folds: int, seed: int) -
 
     if task == "classification":
         n_min = int(min((y[idx] == 1).sum(), (y[idx] == 0).sum()))
-        k = max(2, min(n_folds, n_min))
+        if n_min < 2:  # some fold would train on one class
+            raise ValueError(f"{n_min} example(s) of the rarer class in train+val: too few to cross-validate "
+                             "a binary probe (each fold needs both classes to train on)")
+        k = min(n_folds, n_min)
         splitter = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y[idx].astype(int))
     else:
         splitter = KFold(max(2, min(n_folds, len(idx) // 4)), shuffle=True, random_state=seed).split(idx)

@@ -218,7 +218,7 @@ EXERCISES = {
          "Refit at the middle layer only (one entry in `layers`).",
          "rows = []\n"
          "for (m, t), reps in list(reports.items())[:2]:\n"
-         "    mid = int(acts[m].meta[\"n_layers\"] // 2) if \"n_layers\" in acts[m].meta else reps[0].best[\"layer\"]\n"
+         "    mid = acts[m].layers[len(acts[m].layers) // 2]\n"
          "    fixed = P.eoi_probe(acts[m], labels[m], t, model=m, layers=[mid], **kw)\n"
          "    rows.append({\"model\": m, \"target\": t, \"chosen layer\": reps[0].best[\"layer\"], \"test (chosen)\": reps[0].metrics[\"test\"],\n"
          "                 \"middle layer\": mid, \"test (middle)\": fixed.metrics[\"test\"]})\n"
