@@ -25,6 +25,31 @@ def test_toc_chapters_exist_as_notebooks():
         assert (book.REPO_ROOT / "notebooks" / f"{n}.ipynb").exists()
 
 
+#: What keys chapter 1's rollouts (and the activations their prefill stores): a chapter that reads
+#: them back must declare every one, or it computes another key and samples everything again
+ROLLOUT_KEYS = {"models", "model_source", "backend", "problem_sources", "split_fractions", "k", "temperature",
+                "top_p", "max_new_tokens", "prompt_suffix", "system_prompt", "stop", "seed", "chunk_size",
+                "model_limits", "model_revisions"}
+EXTRACTION_KEYS = {"extract_layers", "extract_dtype", "extract_batch_size", "token_layer_fracs", "ndif_remote",
+                   "extract_token_budget", "chunk_size", "backend"}
+
+
+def _declared_and_code(path):
+    cells = json.loads(path.read_text())["cells"]
+    params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    declared = set(re.findall(r"^(\w+)\s*=", "".join(params["source"]), re.M))
+    return declared, "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapters_that_read_chapter_1_declare_what_keys_it(path):
+    declared, code = _declared_and_code(path)
+    if any(f in code for f in ("rollout_stage(", "recover_stage(", "build_pool(", "reader_pool(")) or path.stem == "01_rollouts":
+        assert ROLLOUT_KEYS <= declared, f"{path.name} lacks {sorted(ROLLOUT_KEYS - declared)}"
+    if "activations_for(" in code or path.stem == "01_rollouts":
+        assert EXTRACTION_KEYS <= declared, f"{path.name} lacks {sorted(EXTRACTION_KEYS - declared)}"
+
+
 @pytest.mark.parametrize("profile", ["smoke", "workshop", "paper", "paper-k50"])
 def test_every_profile_key_is_a_chapter_parameter(profile):
     params = book.load_profile(profile)
