@@ -20,7 +20,8 @@ def code_params(params: Mapping[str, Any]) -> dict[str, Any]:
     of the maths ones, so the same pipeline functions (and the same extraction) serve both."""
     return {**params, "prompt_suffix": CODE_SUFFIX, "system_prompt": None, "k": int(params["code_k"]),
             "max_new_tokens": int(params["code_max_new_tokens"]), "models": list(params["code_models"]),
-            "problem_sources": params["code_sources"], "token_layer_fracs": []}  # no pooled probes here
+            "problem_sources": params["code_sources"], "token_layer_fracs": [],  # no pooled probes here
+            "stop": []}  # a program spans many lines: the maths answers' end-of-line stop would cut it
 
 
 def code_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, RolloutRun], pd.DataFrame]:

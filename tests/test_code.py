@@ -168,3 +168,17 @@ def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     text = json.dumps(nb["cells"])
     assert "Smoke profile" in text and "no_code" in text and "whole chapter" in text
     assert nb["metadata"]["papermill"]["parameters"]["code_k"] == 2
+
+
+def test_code_rollouts_do_not_inherit_the_maths_stop_string():
+    """Chapter 10 declares chapter 1's `stop` (to read its maths rollouts back); a program spans
+    many lines, so the code rollouts must not stop at the first newline."""
+    from pika_utils import pipeline
+    from pika_utils.code_pipeline import code_params
+
+    params = {"prompt_suffix": "Reply.", "system_prompt": None, "k": 4, "max_new_tokens": 8, "stop": ["\n"],
+              "code_k": 2, "code_max_new_tokens": 64, "code_models": ["tiny-random-llama"],
+              "code_sources": {"humaneval": {"limit": 2}}, "temperature": 0.7, "top_p": 1.0, "seed": 0,
+              "chunk_size": 16}
+    cfg = pipeline.sampling_config(code_params(params))
+    assert cfg.stop == () and cfg.max_new_tokens == 64 and cfg.k == 2
