@@ -219,7 +219,8 @@ EXERCISES = {
          "rows = []\n"
          "for (m, t), reps in list(reports.items())[:2]:\n"
          "    mid = acts[m].layers[len(acts[m].layers) // 2]\n"
-         "    fixed = P.eoi_probe(acts[m], labels[m], t, model=m, layers=[mid], **kw)\n"
+         "    lab = labels[m].dropna(subset=[t]).reset_index(drop=True)  # e.g. difficulty: only where there is one\n"
+         "    fixed = P.eoi_probe(acts[m], lab, t, model=m, layers=[mid], **kw)\n"
          "    rows.append({\"model\": m, \"target\": t, \"chosen layer\": reps[0].best[\"layer\"], \"test (chosen)\": reps[0].metrics[\"test\"],\n"
          "                 \"middle layer\": mid, \"test (middle)\": fixed.metrics[\"test\"]})\n"
          "pd.DataFrame(rows).round(3)"),
