@@ -13,7 +13,8 @@ import argparse
 import time
 
 from pika_utils import tasks
-from pika_utils.activations import NNsightExtractor, decoder_layers, eoi_token_count, tokenize_prompts
+from pika_utils.activations import NNsightExtractor, decoder_layers
+from pika_utils.prompt_batches import eoi_token_count, tokenize_prompts
 from pika_utils.backends import TransformersBackend
 from pika_utils.models import load_model
 from pika_utils.prefill_read import read_layout

@@ -98,7 +98,7 @@ def _label(args: argparse.Namespace) -> int:
     """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
     from . import store
     from .probe_protocol import predict_texts
-    from .probes import validate_probe_dir
+    from .probe_files import validate_probe_dir
 
     validate_probe_dir(args.probe)  # the whole probe, before the table and the model
     out_path = Path(args.out)

@@ -317,7 +317,7 @@ def _eoi_count(shape: Mapping[str, Any], params: Mapping[str, Any], prompt: str)
         try:
             from transformers import AutoTokenizer
 
-            from .activations import eoi_token_count
+            from .prompt_batches import eoi_token_count
 
             tok = AutoTokenizer.from_pretrained(shape["tokenizer_dir"])
             reasoning = prompt.startswith("reasoning")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from . import store
 from .metrics import bootstrap_ci, brier, ece, spearman_ceiling
-from .probes import ALPHAS, LinearProbe, PlattScaler, check_labels, load_probe, probe_metric, save_probe, sweep
+from .probe_files import load_probe, save_probe
+from .probes import ALPHAS, LinearProbe, PlattScaler, check_labels, probe_metric, sweep
 
 #: target column -> probe task
 TARGETS: dict[str, str] = {"success_rate": "regression", "maj_correct": "classification", "difficulty": "regression"}
@@ -249,7 +250,7 @@ def _check_texts(questions: Sequence[str]) -> list[str]:
 
 
 def _check_probe_model(path, coef: np.ndarray, info: dict, lm) -> None:
-    from .activations import eoi_token_count
+    from .prompt_batches import eoi_token_count
 
     if lm.weights_sha256 != info["weights_sha256"]:
         raise ValueError(f"the probe in {path} was trained on {info['model']} weights {info['weights_sha256'][:12]}, "

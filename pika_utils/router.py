@@ -30,7 +30,7 @@ class Router:
         """``costs``: expected $ per member (e.g. ``expected_costs(outcomes)``); without them,
         each member's price for ``tokens`` (input, output) from the price table, which cannot
         tell two modes of one model apart: pass costs for those."""
-        from .probes import ProbeError, load_probe
+        from .probe_files import ProbeError, load_probe
 
         if (lam is None) == (thresholds is None):
             raise ValueError("give exactly one of lam (utility router) or thresholds (cascade router)")

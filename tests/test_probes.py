@@ -107,7 +107,7 @@ def test_paired_bootstrap_of_identical_scores_is_zero():
 
 def test_saved_probe_round_trip_and_predict_texts(tmp_path):
     """Train on real tiny-model activations, save without pickle, load, score new texts."""
-    from pika_utils.probes import load_probe
+    from pika_utils.probe_files import load_probe
 
     lm, problems, acts = tiny_activations(tmp_path)
     n, qs = len(problems), problems["question"].tolist()

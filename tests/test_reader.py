@@ -17,7 +17,7 @@ SPLITS = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
 def reader_probes(tmp_path_factory):
     """Reader probes for two 'members' whose labels differ, trained on the reader's activations."""
     from conftest import tiny_activations
-    from pika_utils.probes import load_probe
+    from pika_utils.probe_files import load_probe
 
     tmp = tmp_path_factory.mktemp("reader")
     lm, problems, acts = tiny_activations(tmp)
@@ -38,7 +38,7 @@ def reader_probes(tmp_path_factory):
 def test_reader_probe_round_trip_scores_the_same(reader_probes):
     """Saved, loaded and applied to new texts, a reader probe gives the scores it was fitted with;
     the JSON records both the reader (the model that is read) and the member it predicts."""
-    from pika_utils.probes import load_probe
+    from pika_utils.probe_files import load_probe
 
     lm, problems, acts, dirs, reports, qs = reader_probes
     for member, path in dirs.items():

@@ -278,7 +278,7 @@ def test_router_cascade_consults_in_order(saved_probes):
 def test_router_bad_input(saved_probes, tmp_path):
     import shutil
 
-    from pika_utils.probes import load_probe, save_probe
+    from pika_utils.probe_files import load_probe, save_probe
 
     lm, dirs, qs, tmp = saved_probes
     a, b = dirs
