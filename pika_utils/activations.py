@@ -273,6 +273,16 @@ class SetPlan:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": self.key, "chunk": str(c)})
         store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
 
+    def stored(self) -> "ActivationSet | None":
+        """The complete set on disk (its manifest written, every chunk's size and header intact),
+        or None; a chunk damaged since is moved aside, to be recomputed."""
+        from . import store
+        if not (self.out / "meta.json").exists():
+            return None
+        if not all([store.chunk_ok(self.chunk_path(c), full=False) for c in range(len(self.plan))]):
+            return None
+        return ActivationSet(self.out, store.read_json(self.out / "meta.json"))
+
     def finish(self, written_by: str) -> "ActivationSet":
         """Write the manifest (last: it marks the set complete) once every chunk is on disk."""
         from . import store
@@ -342,9 +352,9 @@ def extract_activations(
     extractor = NNsightExtractor(lm, remote=cfg.remote)
     sp = plan_set(problems, lm, prompt_suffix=prompt_suffix, system_prompt=system_prompt, cfg=cfg,
                   n_layers=extractor.n_layers, out_root=out_root)
-    if (sp.out / "meta.json").exists():  # complete; a chunk damaged since is moved aside and recomputed
-        if all([store.chunk_ok(sp.chunk_path(c), full=False) for c in range(len(sp.plan))]):
-            return ActivationSet(sp.out, store.read_json(sp.out / "meta.json"))
+    done = sp.stored()
+    if done is not None:
+        return done
     from tqdm import tqdm
 
     for c, idx in enumerate(tqdm(sp.plan, desc=f"activations {lm.name}", disable=not store.show_progress(progress))):

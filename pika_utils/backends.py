@@ -22,6 +22,12 @@ class Backend(Protocol):
     def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]: ...
 
 
+def transformers_identity(model: str, weights_sha256: str, chat_template) -> dict:
+    """What keys a transformers run (with the problems and sampling settings): the model, its
+    weights and its chat template. Computable from the weights' location, without loading them."""
+    return {"backend": "transformers", "model": model, "weights_sha256": weights_sha256, "chat_template": chat_template}
+
+
 class TransformersBackend:
     """Batched sampling with ``model.generate``; left padding so every prompt ends where
     generation starts."""
@@ -35,8 +41,7 @@ class TransformersBackend:
         self.shared_prefill = shared_prefill
 
     def identity(self) -> dict:
-        return {"backend": self.name, "model": self.lm.name, "weights_sha256": self.lm.weights_sha256,
-                "chat_template": self.tokenizer.chat_template}
+        return transformers_identity(self.lm.name, self.lm.weights_sha256, self.tokenizer.chat_template)
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]

@@ -161,8 +161,12 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
     problems = model_problems(problems, model, params)
     prompt = dict(prompt_suffix=params.get("prompt_suffix") or "", system_prompt=params.get("system_prompt"))
     cfg = extraction_config(params, lm)
-    if cfg.rollout_chunks is not None and not (plan_set(problems, lm, cfg=cfg, **prompt).out / "meta.json").exists():
-        cfg = extraction_config(params, lm, sampled=False)  # no set from the sampling prefill: by length
+    if cfg.rollout_chunks is not None:
+        sp = plan_set(problems, lm, cfg=cfg, **prompt)
+        if not (sp.out / "meta.json").exists():
+            cfg = extraction_config(params, lm, sampled=False)  # no set from the sampling prefill: by length
+        elif (done := sp.stored()) is not None:
+            return lm, done  # stored by chapter 1's prefill (a damaged chunk: repaired below)
     return lm, extract_activations(problems, lm, cfg=cfg, **prompt)
 
 

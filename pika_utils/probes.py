@@ -236,7 +236,7 @@ def sweep(
         screen = _score_table([_fold_scores(features, cells, y, a, b, task, alphas, least_squares=True)
                                for a, b in folds])
         ranked = screen.groupby(["layer", "position"])["val_score"].max().sort_values(ascending=False, kind="stable")
-        cells = [c for c in ranked.index[:SCREEN_KEEP]]
+        cells = list(ranked.index[:SCREEN_KEEP])
     table = _score_table([_fold_scores(features, cells, y, a, b, task, alphas) for a, b in folds])
     ok = table.dropna(subset=["val_score"])
     if ok.empty:

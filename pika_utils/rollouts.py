@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from . import graders, grading, prices, store
-from .backends import Backend, make_backend
+from .backends import Backend, make_backend, transformers_identity
 from .budget import check_budget, generate_with_budget
 from .metrics import pass_at_k
 from .prompts import chat_prompts
@@ -50,16 +50,23 @@ def _problems_key(problems: pd.DataFrame) -> str:
     return store.stable_hash(problems[cols].to_dict(orient="list"))
 
 
-def _length_order(be, problems: pd.DataFrame, cfg: SamplingConfig) -> list[str]:
+def _prompt_tokens(be, problems: pd.DataFrame, cfg: SamplingConfig) -> pd.Series | None:
+    """Every prompt's token count by problem id, tokenised once per run for the context check,
+    the chunk plan and the stored rows (None: a backend without a tokenizer)."""
+    if not (hasattr(be, "tokenizer") and hasattr(be, "count_tokens")):
+        return None
+    prompts = chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)
+    return pd.Series(be.count_tokens(prompts), index=problems["problem_id"].to_numpy())
+
+
+def _length_order(problems: pd.DataFrame, n_tokens: pd.Series | None) -> list[str]:
     """Problem ids by prompt length (stable over sorted ids): a chunk of similar lengths pads
     little, and the activation set of the same chunks (``ExtractionConfig.rollout_chunks``)
     orders its batches the same way."""
     import numpy as np
 
     ids = sorted(problems["problem_id"].tolist())
-    questions = problems.set_index("problem_id").loc[ids, "question"].tolist()
-    lengths = be.count_tokens(chat_prompts(be.tokenizer, questions, cfg.prompt_suffix, cfg.system_prompt)) \
-        if hasattr(be, "tokenizer") else [0] * len(ids)
+    lengths = n_tokens.loc[ids].to_numpy() if n_tokens is not None else np.zeros(len(ids))
     return [ids[i] for i in np.argsort(lengths, kind="stable")]
 
 
@@ -109,10 +116,11 @@ def run_rollouts(
             return _finish(stored, model, problems, cfg, price_overrides, reuse=True)
     be = make_backend(model, backend, source=source, revision=revision) if isinstance(backend, str) else backend
     identity = be.identity()
-    _check_prompt_lengths(be, problems, cfg)  # before generation (and before the run's folder)
+    n_tokens = _prompt_tokens(be, problems, cfg)
+    _check_prompt_lengths(be, n_tokens, cfg)  # before generation (and before the run's folder)
     if cfg.budget is not None:
         context = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
-        longest = max(be.count_tokens(chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)))
+        longest = int(n_tokens.max())
         check_budget(cfg.budget, cfg.answer_cue, be.tokenizer, context, cfg.answer_tokens, longest)
     run_dir = _run_dir(identity, problems, cfg, model, out_root)
     key = run_dir.name.rsplit("-", 1)[1]
@@ -134,7 +142,7 @@ def run_rollouts(
     else:
         store.write_json(meta_path, meta)
 
-    plan = _chunk_plan(_length_order(be, problems, cfg), cfg.chunk_size)
+    plan = _chunk_plan(_length_order(problems, n_tokens), cfg.chunk_size)
     chunk_dir = run_dir / "chunks"
     todo = [i for i in range(len(plan)) if not _chunk_done(chunk_dir, i, plan[i], cfg.k)]
     acts = _activation_plan(read, be, problems, cfg, plan) if todo else None
@@ -156,7 +164,7 @@ def run_rollouts(
         else:
             completions = generate_with_budget(be, prompts, cfg, _chunk_seed(cfg.seed, ids))
         seconds = time.perf_counter() - t0
-        n_prompt = be.count_tokens(prompts)
+        n_prompt = n_tokens.loc[ids].tolist() if n_tokens is not None else be.count_tokens(prompts)
         rows = []
         for pid, gold, comps, npt in zip(ids, sub["answer"], completions, n_prompt):
             for j, c in enumerate(comps):
@@ -217,8 +225,7 @@ def _transformers_identity(model: str, source: str, revision: str | None) -> dic
 
     loc = locate_model(model, source=source, revision=revision)
     tok = AutoTokenizer.from_pretrained(loc.folder)
-    return {"backend": "transformers", "model": loc.name, "weights_sha256": loc.weights_sha256,
-            "chat_template": tok.chat_template}
+    return transformers_identity(loc.name, loc.weights_sha256, tok.chat_template)
 
 
 def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:
@@ -240,17 +247,15 @@ def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:
     return True
 
 
-def _check_prompt_lengths(be, problems: pd.DataFrame, cfg: SamplingConfig) -> None:
-    """Every prompt plus max_new_tokens fits the model's context, checked by tokenizing."""
+def _check_prompt_lengths(be, n_tokens: pd.Series | None, cfg: SamplingConfig) -> None:
+    """Every prompt plus max_new_tokens fits the model's context (``n_tokens``: ``_prompt_tokens``)."""
     from .inputs import check_prompt_tokens
 
     model = getattr(be, "model", None)
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if context is None or not hasattr(be, "count_tokens"):
+    if context is None or n_tokens is None:
         return
-    prompts = chat_prompts(be.tokenizer, problems["question"].tolist(), cfg.prompt_suffix, cfg.system_prompt)
-    check_prompt_tokens(be.count_tokens(prompts), int(context), cfg.max_new_tokens,
-                        ids=problems["problem_id"].tolist())
+    check_prompt_tokens(n_tokens.tolist(), int(context), cfg.max_new_tokens, ids=n_tokens.index.tolist())
 
 
 def _finish(run_dir: Path, model: str, problems: pd.DataFrame, cfg: SamplingConfig,
