@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_shape  # noqa: E402  (needs only torch, transformers, nnsight: imported before the rest)
 
 if "--gpu-shape" not in sys.argv:  # the CPU benchmark uses the full environment
-    from pika_utils import tasks
-    from pika_utils.activations import (ExtractionConfig, NNsightExtractor, eoi_token_count, extract_activations,
-                                        left_padded_batch, length_order)
-    from pika_utils.models import load_model
-    from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
+    from pika_utils.problems import tasks
+    from pika_utils.activations.eoi import ExtractionConfig, NNsightExtractor, eoi_token_count, extract_activations, left_padded_batch
+    from pika_utils.activations.batches import length_order
+    from pika_utils.models.registry import load_model
+    from pika_utils.core.prompts import DIRECT_SUFFIX, chat_prompts
 
 TOLERANCE = 1e-4
 RTOL = 1e-5  # relative to the largest activation

@@ -9,31 +9,21 @@ in this run.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
-from pika_utils import tasks
-from pika_utils.activations import NNsightExtractor, decoder_layers
-from pika_utils.prompt_batches import eoi_token_count, tokenize_prompts
-from pika_utils.backends import TransformersBackend
-from pika_utils.models import load_model
-from pika_utils.prefill_read import read_layout
-from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
-from pika_utils.rollouts import SamplingConfig
+from _common import model_and_prompts, sampling_args
+from pika_utils.activations.batches import eoi_token_count, tokenize_prompts
+from pika_utils.activations.eoi import NNsightExtractor, decoder_layers
+from pika_utils.activations.prefill_read import read_layout
+from pika_utils.core.prompts import DIRECT_SUFFIX
+from pika_utils.generation.backends import TransformersBackend
+from pika_utils.generation.sampling import SamplingConfig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b")
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
-
-    problems = tasks.load_problems({"products": {"n": args.batch // 2}, "ladder": {"n_per_level": 2}})
-    lm = load_model(args.model, source="offline")
-    prompts = chat_prompts(lm.tokenizer, problems["question"].tolist()[: args.batch], DIRECT_SUFFIX)
+    args = sampling_args(__doc__, model="qwen2.5-coder-0.5b", k=4, max_new_tokens=8)
+    lm, prompts = model_and_prompts(args.model, {"products": {"n": args.batch // 2}, "ladder": {"n_per_level": 2}},
+                                    args.batch)
     cfg = SamplingConfig(k=args.k, temperature=0.7, max_new_tokens=args.max_new_tokens, stop=("\n",))
     layers = list(range(len(decoder_layers(lm.model)) + 1))
     n_pos = eoi_token_count(lm.tokenizer, DIRECT_SUFFIX)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from pika_utils import probes
+from pika_utils.probes import linear as probes
 
 
 def data(n: int, d: int, n_layers: int, n_pos: int, seed: int = 0):

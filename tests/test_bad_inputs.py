@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import cli, store
-from pika_utils.inputs import InputError
-from pika_utils.params import check_params
-from pika_utils.rollouts import SamplingConfig, run_rollouts
+from pika_utils import cli
+from pika_utils.core import store
+from pika_utils.problems.files import InputError
+from pika_utils.book.params import check_params
+from pika_utils.generation.rollouts import run_rollouts
+from pika_utils.generation.sampling import SamplingConfig
 
 MODEL = "tiny-random-llama"
 CFG = SamplingConfig(k=2, temperature=1.0, max_new_tokens=4, chunk_size=2, seed=3)
@@ -39,7 +41,7 @@ def fingerprint(root: Path) -> dict[str, str]:
 def earlier(tmp_path_factory):
     """A finished rollout run and a saved binary probe: the outputs no bad input may touch."""
     from conftest import tiny_activations
-    from pika_utils import probe_protocol as P
+    from pika_utils.probes import protocol as P
 
     root = tmp_path_factory.mktemp("earlier")
     run = run_rollouts(make_problems(4), MODEL, CFG, source="offline", out_root=root / "runs", progress=False)
@@ -97,7 +99,7 @@ SMOKE = None
 
 
 def smoke_with(**over):
-    from pika_utils.book import load_profile
+    from pika_utils.book.runner import load_profile
 
     global SMOKE
     SMOKE = SMOKE or load_profile("smoke")
@@ -268,7 +270,7 @@ def test_label_refuses_a_damaged_probe_before_loading_the_model(capsys, tmp_path
 
 
 def test_predict_texts_validates_the_probe_first(tmp_path, no_model, earlier):
-    from pika_utils.probe_protocol import predict_texts
+    from pika_utils.probes.protocol import predict_texts
 
     probe = _edit_probe(earlier["probe"], tmp_path / "probe", info={"position": 0})
     refused(lambda: predict_texts(probe, ["What is 1 + 1?"]), "'position'=0", exc=ValueError)
@@ -282,7 +284,7 @@ def test_probe_folder_that_does_not_exist(capsys, tmp_path, no_model):
 
 @pytest.mark.parametrize("name,content,column,needles", [
     ("q.jsonl", '{"question": "What is 1 + 1?"}\n', "text", ["no column(s) ['text']", "'question'"]),
-    ("q.jsonl", '{"question": "What is 1 + 1?"}\n{"question": ""}\n', "question", ["'question'", "not empty", "row 1"]),
+    ("q.jsonl", '{"question": "What is 1 + 1?"}\n{"question": ""}\n', "question", ["'question'", "not empty", "row 2"]),
     ("q.jsonl", '{"question": 12}\n', "question", ["'question'", "(got int)"]),
     ("q.jsonl", '{"question": "caf\xe9"}\n'.encode("latin-1"), "question", ["q.jsonl is not UTF-8"]),
     ("q.csv", "question\n", "question", ["no rows"]),
@@ -301,7 +303,7 @@ def test_label_never_overwrites_a_different_output(capsys, tmp_path, earlier):
 
 
 def test_router_names_the_member_with_a_bad_probe(tmp_path, no_model, earlier):
-    from pika_utils.router import Router
+    from pika_utils.routing.router import Router
 
     bad = _edit_probe(earlier["probe"], tmp_path / "bad", info={"position": 0})
     refused(lambda: Router({"good": earlier["probe"], "bad": bad}, {"good": 1.0, "bad": 2.0}, lam=0.1),
@@ -314,7 +316,7 @@ def test_router_names_the_member_with_a_bad_probe(tmp_path, no_model, earlier):
     (lambda d: d["probe_dirs"].update(a="../nowhere"), ["the probe of 'a' is missing"]),
 ])
 def test_router_load_names_what_is_wrong(tmp_path, no_model, earlier, edit, needles):
-    from pika_utils.router import Router
+    from pika_utils.routing.router import Router
 
     probe = shutil.copytree(earlier["probe"], tmp_path / "a")
     path = Router({"a": probe}, {"a": 1.0}, lam=0.1).save(tmp_path / "router.json")
@@ -381,7 +383,7 @@ def _acts_copy(earlier, tmp_path) -> Path:
 
 
 def _extract(earlier, root):
-    from pika_utils.activations import ExtractionConfig, extract_activations
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
 
     return extract_activations(earlier["problems"], earlier["lm"], prompt_suffix="Reply.",
                                cfg=ExtractionConfig(batch_size=8), out_root=root, progress=False)
@@ -410,7 +412,7 @@ def test_edited_activation_chunk_of_the_same_size_is_recomputed_on_resume(tmp_pa
 
 
 def test_truncated_chunk_of_a_complete_set_is_named_on_read_then_recomputed(tmp_path, capsys, earlier):
-    from pika_utils.activations import ActivationSet
+    from pika_utils.activations.eoi import ActivationSet
 
     d = _acts_copy(earlier, tmp_path)
     chunk = d / "acts-00003.safetensors"
@@ -427,7 +429,7 @@ def test_truncated_chunk_of_a_complete_set_is_named_on_read_then_recomputed(tmp_
     (lambda f: f.write_bytes(f.read_bytes()[:-4] + b"\x00\x00\x00\x01"), ["model.safetensors has sha256", "damaged"]),
 ])
 def test_damaged_converted_weights_are_named(tmp_path, monkeypatch, damage, needles):
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     monkeypatch.setenv("PIKA_CACHE_DIR", str(tmp_path / "cache"))
     load_model(MODEL, source="offline")  # builds and verifies the cache
@@ -442,6 +444,6 @@ def test_damaged_converted_weights_are_named(tmp_path, monkeypatch, damage, need
     (MODEL, {"source": "offline", "revision": "  "}, ["revision='  '"]),
 ])
 def test_a_revision_pin_that_cannot_be_honoured_is_refused(no_model, name, kw, needles):
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     refused(lambda: load_model(name, **kw), *needles, exc=ValueError)

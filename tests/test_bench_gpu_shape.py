@@ -11,7 +11,7 @@ import gpu_shape  # noqa: E402
 
 
 def test_gpu_shape_runs_tiny_on_cpu(tmp_path, capsys):
-    from pika_utils.models import tiny_tokenizer
+    from pika_utils.models.tiny import tiny_tokenizer
 
     (tmp_path / "questions.json").write_text(json.dumps([f"What is {i} + {i * 7}?" + " Think." * i for i in range(6)]))
     tiny_tokenizer().save_pretrained(tmp_path / "tokenizer")

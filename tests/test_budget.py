@@ -2,9 +2,10 @@
 import pandas as pd
 import pytest
 
-from pika_utils.budget import check_budget
-from pika_utils.models import load_model
-from pika_utils.rollouts import SamplingConfig, run_rollouts
+from pika_utils.generation.budget import check_budget
+from pika_utils.models.registry import load_model
+from pika_utils.generation.rollouts import run_rollouts
+from pika_utils.generation.sampling import SamplingConfig
 
 MODEL = "tiny-random-llama"
 

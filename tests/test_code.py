@@ -7,8 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import code_grading, graders, problem_table, tasks
-from pika_utils.code_tasks import convert_code_frame
+from pika_utils.problems import hub_sources
+from pika_utils.problems import table
+from pika_utils.grading import code as code_grading
+from pika_utils.grading import by_domain as graders
+from pika_utils.problems import tasks
+from pika_utils.problems.code import convert_code_frame
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +37,15 @@ def test_domain_column_is_optional_and_code_needs_tests(humaneval):
     both = tasks.load_problems({"ladder": {"n_per_level": 2, "levels": [1]}, "humaneval": {"limit": 3}})
     assert both["domain"].value_counts().to_dict() == {"code": 3, "math": 2}
     assert (both.loc[both["domain"] == "math", "tests"] == "").all()
-    split = tasks.make_splits(both)
+    split = table.make_splits(both)
     assert set(split["split"]) <= {"train", "val", "test"}
     bad = humaneval.head(2).copy()
     bad.loc[bad.index[0], "tests"] = " "
     with pytest.raises(ValueError, match="code problem without tests.*humaneval"):
-        problem_table.validate_problems(bad)
+        table.validate_problems(bad)
     bad = humaneval.head(1).assign(domain="poetry")
     with pytest.raises(ValueError, match="unknown domain"):
-        problem_table.validate_problems(bad)
+        table.validate_problems(bad)
 
 
 def test_extract_code():
@@ -111,7 +115,7 @@ def test_mbpp_conversion_and_reference_passes():
 def test_code_hub_sources_fail_fast_offline_naming_humaneval(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in ("hub:livecodebench", "hub:mbpp"):
-        with pytest.raises(tasks.HubUnavailableError, match="humaneval"):
+        with pytest.raises(hub_sources.HubUnavailableError, match="humaneval"):
             tasks.load_problems({name: {"limit": 3}})
 
 
@@ -130,10 +134,11 @@ def test_graders_dispatch_by_domain(humaneval):
 
 
 def test_rollouts_on_code_problems_are_graded_in_the_sandbox(tmp_path, humaneval):
-    from pika_utils.prompts import CODE_SUFFIX
-    from pika_utils.rollouts import SamplingConfig, run_rollouts
+    from pika_utils.core.prompts import CODE_SUFFIX
+    from pika_utils.generation.rollouts import run_rollouts
+    from pika_utils.generation.sampling import SamplingConfig
 
-    probs = tasks.make_splits(humaneval.head(3))
+    probs = table.make_splits(humaneval.head(3))
     cfg = SamplingConfig(k=2, temperature=1.0, max_new_tokens=6, prompt_suffix=CODE_SUFFIX, chunk_size=3)
     run = run_rollouts(probs, "tiny-random-llama", cfg, source="offline", out_root=tmp_path, progress=False)
     assert len(run.rollouts) == 6
@@ -145,7 +150,7 @@ def test_rollouts_on_code_problems_are_graded_in_the_sandbox(tmp_path, humaneval
 def test_cross_domain_transfer_trains_on_one_side_and_tests_on_the_other(tmp_path):
     from conftest import tiny_activations
 
-    from pika_utils import code_pipeline
+    from pika_utils.coding import pipeline as code_pipeline
 
     _, problems, acts = tiny_activations(tmp_path)
     n = len(problems)
@@ -173,8 +178,8 @@ def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
 def test_code_rollouts_do_not_inherit_the_maths_stop_string():
     """Chapter 10 declares chapter 1's `stop` (to read its maths rollouts back); a program spans
     many lines, so the code rollouts must not stop at the first newline."""
-    from pika_utils import pipeline
-    from pika_utils.code_pipeline import code_params
+    from pika_utils.generation import pipeline
+    from pika_utils.coding.pipeline import code_params
 
     params = {"prompt_suffix": "Reply.", "system_prompt": None, "k": 4, "max_new_tokens": 8, "stop": ["\n"],
               "code_k": 2, "code_max_new_tokens": 64, "code_models": ["tiny-random-llama"],

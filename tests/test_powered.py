@@ -3,12 +3,15 @@ model, stop strings, tie ceilings, selection on small splits, and the verdict ru
 import numpy as np
 import pytest
 
-from pika_utils import pipeline, tasks, verdicts
-from pika_utils.backends import cut_at_stop
-from pika_utils.cpu import free_cores
-from pika_utils.metrics import spearman, spearman_ceiling
-from pika_utils.probes import split_too_small, sweep
-from pika_utils.sampling import SamplingConfig
+from pika_utils.problems import sources
+from pika_utils.generation import pipeline
+from pika_utils.problems import tasks
+from pika_utils.book import verdicts
+from pika_utils.generation.backends import cut_at_stop
+from pika_utils.core.cpu import free_cores
+from pika_utils.core.metrics import spearman, spearman_ceiling
+from pika_utils.probes.linear import split_too_small, sweep
+from pika_utils.generation.sampling import SamplingConfig
 
 
 def test_products_share_one_surface_and_vary_only_in_numbers():
@@ -19,17 +22,17 @@ def test_products_share_one_surface_and_vary_only_in_numbers():
     a_b = df["question"].str.extract(r"(\d+) \* (\d+)").astype(int)
     assert (a_b[0] * a_b[1]).astype(str).tolist() == df["answer"].tolist()
     assert tasks.load_problems({"products": {"n": 50, "seed": 3}}).equals(df)
-    bigger = tasks.products(n=80, seed=3)
+    bigger = sources.products(n=80, seed=3)
     assert set(df["problem_id"]) <= set(bigger["problem_id"])  # growing n only adds problems
     with pytest.raises(ValueError, match="products: n must be in 1..8100"):
-        tasks.products(n=9000)
+        sources.products(n=9000)
 
 
 def test_math500_levels_are_attached_by_index_and_checked_by_text():
-    df = tasks.load_mmath(("math500",))
+    df = sources.load_mmath(("math500",))
     assert len(df) == 311 and df["difficulty_kind"].eq("math_level").all()
     assert set(df["difficulty"].unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
-    table, where = tasks.math500_levels()
+    table, where = sources.math500_levels()
     assert len(table) == 500 and ("packaged" in where or where.startswith("hub:"))
     # the divisors of 196 (MATH-500 #3, a level-3 number theory problem)
     row = df[df["question"].str.contains("positive whole-number divisors does 196")].iloc[0]
@@ -58,7 +61,7 @@ def test_stop_strings_cut_the_answer_and_are_checked():
 
 
 def test_stop_at_newline_on_the_tiny_model(tiny_lm):
-    from pika_utils.backends import TransformersBackend
+    from pika_utils.generation.backends import TransformersBackend
 
     be = TransformersBackend(tiny_lm)
     prompts = ["<|user|>\nhi<|end|>\n<|assistant|>\n"]
@@ -140,7 +143,7 @@ def test_a_model_limits_subset_is_not_the_sources_own_sample():
     """The sources' ``limit`` and the ``model_limits`` subset both rank problems by a seeded hash:
     unsalted, the subset took every problem a source had sampled (all 40 MATH-500 problems in a
     120-problem subset of 400). Each source keeps roughly its share."""
-    from pika_utils import pipeline
+    from pika_utils.generation import pipeline
 
     sources = {"products": {"n": 260}, "gsm8k100": {"limit": 40}, "mmath": {"subsets": ["math500"], "limit_per_subset": 40}}
     problems = pipeline.problem_set(sources, split_fractions=[0.5, 0.2, 0.3], seed=0)

@@ -7,9 +7,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import tiny_activations
-from pika_utils import metrics
-from pika_utils import probe_protocol as P
-from pika_utils.probes import ALPHAS, ClassificationProbe, LinearProbe, PlattScaler, RegressionProbe, ridge_path, sweep
+from pika_utils.core import metrics
+from pika_utils.probes import protocol as P
+from pika_utils.probes.linear import ALPHAS, ClassificationProbe, LinearProbe, PlattScaler, RegressionProbe, ridge_path, sweep
 
 
 def planted(n=240, d=40, layers=4, signal_layer=2, seed=0):
@@ -107,7 +107,7 @@ def test_paired_bootstrap_of_identical_scores_is_zero():
 
 def test_saved_probe_round_trip_and_predict_texts(tmp_path):
     """Train on real tiny-model activations, save without pickle, load, score new texts."""
-    from pika_utils.probe_files import load_probe
+    from pika_utils.probes.files import load_probe
 
     lm, problems, acts = tiny_activations(tmp_path)
     n, qs = len(problems), problems["question"].tolist()
@@ -131,9 +131,9 @@ def test_label_command_line_scores_a_file_and_never_overwrites(tmp_path):
     import subprocess
     import sys
 
-    from pika_utils import store
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
+    from pika_utils.core import store
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
+    from pika_utils.models.registry import load_model
 
     lm = load_model("tiny-random-llama", source="offline")
     n = 24

@@ -4,41 +4,36 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import probe_protocol as P
-from pika_utils import reader as RD
-from pika_utils import routing as R
-from pika_utils.activations import NNsightExtractor
-from pika_utils.router import Router
+from pika_utils.probes import protocol as P
+from pika_utils.routing import reader as RD
+from pika_utils.routing import rules as R
+from pika_utils.activations.eoi import NNsightExtractor
+from pika_utils.routing.router import Router
 
-SPLITS = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+from conftest import TINY_SPLITS as SPLITS
 
 
 @pytest.fixture(scope="module")
 def reader_probes(tmp_path_factory):
     """Reader probes for two 'members' whose labels differ, trained on the reader's activations."""
-    from conftest import tiny_activations
-    from pika_utils.probe_files import load_probe
+    from conftest import tiny_member_probes
+    from pika_utils.probes.files import load_probe
 
-    tmp = tmp_path_factory.mktemp("reader")
-    lm, problems, acts = tiny_activations(tmp)
-    n, qs = len(problems), problems["question"].tolist()
-    y = np.array([i % 5 >= 2 for i in range(n)], dtype=float)
-    dirs, reports = {}, {}
-    for member, labels in {"small/direct": y, "big/direct": np.array([i % 3 >= 1 for i in range(n)], float)}.items():
-        lab = pd.DataFrame({"problem_id": problems["problem_id"], "question": qs, "maj_correct": labels,
-                            "split": SPLITS})
-        rep = RD.reader_probe(acts, lab, layers=[1, 2], n_boot=20)
-        reports[member] = rep
-        dirs[member] = P.save_trained_probe(tmp / member.replace("/", "_"), rep, acts, prompt_suffix="Reply.",
-                                            labels=lab, extra={"reader": lm.name, "target_member": member})
-        assert load_probe(dirs[member])[1]["target_member"] == member
-    return lm, problems, acts, dirs, reports, qs
+    lm, problems, acts, dirs, reports = tiny_member_probes(
+        tmp_path_factory.mktemp("reader"),
+        lambda n: {"small/direct": np.array([i % 5 >= 2 for i in range(n)], float),
+                   "big/direct": np.array([i % 3 >= 1 for i in range(n)], float)},
+        fit=lambda acts, lab, lm: RD.reader_probe(acts, lab, layers=[1, 2], n_boot=20),
+        extra=lambda member, lm: {"reader": lm.name, "target_member": member})
+    for member, path in dirs.items():
+        assert load_probe(path)[1]["target_member"] == member
+    return lm, problems, acts, dirs, reports, problems["question"].tolist()
 
 
 def test_reader_probe_round_trip_scores_the_same(reader_probes):
     """Saved, loaded and applied to new texts, a reader probe gives the scores it was fitted with;
     the JSON records both the reader (the model that is read) and the member it predicts."""
-    from pika_utils.probe_files import load_probe
+    from pika_utils.probes.files import load_probe
 
     lm, problems, acts, dirs, reports, qs = reader_probes
     for member, path in dirs.items():
@@ -95,7 +90,7 @@ def test_own_probes_read_each_member(reader_probes, forwards, tmp_path):
     """Probes of different readings (here: another prompt) still get one forward each."""
     lm, problems, acts, dirs, reports, qs = reader_probes
     from conftest import tiny_activations  # noqa: F401  (same model, another prompt below)
-    from pika_utils.activations import ExtractionConfig, extract_activations
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
 
     other = extract_activations(problems, lm, prompt_suffix="Answer.", cfg=ExtractionConfig(batch_size=8),
                                 out_root=tmp_path, progress=False)
@@ -162,7 +157,8 @@ def test_own_versus_reader_table_on_the_same_problems(reader_probes, tmp_path):
 def test_reader_pool_on_the_smoke_profile(tmp_path, monkeypatch):
     """Reader probes for every smoke member (direct and step-by-step answers of the tiny model,
     read by the tiny model with the direct prompt), stored and read back, priced as one prefill."""
-    from pika_utils import book, pool as pool_
+    from pika_utils.book import runner as book
+    from pika_utils.routing import pool as pool_
 
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
     params = book.load_profile("smoke")

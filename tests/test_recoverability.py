@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from pika_utils import recover_features as rf
-from pika_utils import recover_run as rr
+from pika_utils.recoverability import features as rf
+from pika_utils.recoverability import run as rr
 
 
 def test_token_scores_known_values():
@@ -98,7 +98,7 @@ def test_interventions_change_only_what_they_should():
 def test_interventions_seeded_and_windowed_on_the_tiny_model():
     """Same seed, same answers; a temperature lift whose window lies past the answer's end
     writes exactly what retry writes (the logits it samples from are unchanged)."""
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     lm = load_model("tiny-random-llama", source="offline")
     prompt = "Calculate 2 + 3."
@@ -118,7 +118,7 @@ def test_interventions_seeded_and_windowed_on_the_tiny_model():
 def test_steering_toward_an_identical_reference_changes_nothing():
     """A second copy of S as the reference runs the reference's own forward on the steered rows;
     moving S's logits toward identical logits must leave every answer as retry wrote it."""
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     lm, twin = load_model("tiny-random-llama", source="offline"), load_model("tiny-random-llama", source="offline")
     assert twin is not lm
@@ -129,7 +129,7 @@ def test_steering_toward_an_identical_reference_changes_nothing():
 
 
 def test_teacher_forced_scores_vanish_when_s_equals_a():
-    from pika_utils.models import load_model
+    from pika_utils.models.registry import load_model
 
     lm = load_model("tiny-random-llama", source="offline")
     tr = rr.teacher_forced(lm, lm, "Calculate 2 + 3.", ["5", "12 apples"], 1.0, 4)

@@ -8,8 +8,10 @@ import time
 import pandas as pd
 import pytest
 
-from pika_utils import grading, store
-from pika_utils.rollouts import SamplingConfig, run_rollouts, summarise
+from pika_utils.grading import maths as grading
+from pika_utils.core import store
+from pika_utils.generation.rollouts import run_rollouts, summarise
+from pika_utils.generation.sampling import SamplingConfig
 
 MODEL = "tiny-random-llama"
 
@@ -142,9 +144,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
 def test_shared_prefill_gives_the_same_greedy_outputs_as_plain_generate():
     """Prefilling each prompt once and copying its cache K times must not change what the
     model generates: compared greedily, row by row, against one plain generate per prompt."""
-    from pika_utils.models import load_model
-    from pika_utils.prompts import chat_prompts
-    from pika_utils.backends import TransformersBackend
+    from pika_utils.models.registry import load_model
+    from pika_utils.core.prompts import chat_prompts
+    from pika_utils.generation.backends import TransformersBackend
 
     lm = load_model(MODEL, source="offline")
     prompts = chat_prompts(lm.tokenizer, ["What is 2 + 2?", "A much longer question, padded less: 17 * 3 - 4 = ?", "Hi"])
@@ -164,9 +166,9 @@ def test_prefill_read_stores_the_activations_extraction_would(tmp_path, monkeypa
     chapter 2 then reuses the set instead of extracting."""
     import numpy as np
 
-    from pika_utils import pipeline
-    from pika_utils.activations import ExtractionConfig, extract_activations
-    from pika_utils.models import load_model
+    from pika_utils.generation import pipeline
+    from pika_utils.activations.eoi import ExtractionConfig, extract_activations
+    from pika_utils.models.registry import load_model
 
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
     problems = make_problems(7).assign(question=[f"What is {i} + {i + 1}?" + " Think." * (i % 3) for i in range(7)])
@@ -199,7 +201,7 @@ def test_prefill_read_stores_the_activations_extraction_would(tmp_path, monkeypa
 def test_a_stored_run_is_read_without_loading_the_model(tmp_path, monkeypatch):
     """Chapters after the first read chapter 1's runs: the key comes from the weights' location
     and the tokenizer, so the model itself is not loaded again."""
-    from pika_utils import rollouts
+    from pika_utils.generation import rollouts
 
     problems = make_problems(5)
     first = run_rollouts(problems, MODEL, CFG, source="offline", out_root=tmp_path, progress=False)

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import routing as R
-from pika_utils.router import Router
-from pika_utils import routing_metrics as RM
+from pika_utils.routing import rules as R
+from pika_utils.routing.router import Router
+from pika_utils.routing import evaluation as RM
 
 S, M, B = "small/direct", "mid/direct", "big/direct"
 COST = {S: 1.0, M: 2.0, B: 4.0}
@@ -221,24 +221,19 @@ def test_bad_inputs_are_explained(outcomes):
 
 @pytest.fixture(scope="module")
 def saved_probes(tmp_path_factory):
-    from conftest import tiny_activations
-    from pika_utils import probe_protocol as P
+    from conftest import tiny_member_probes
+    from pika_utils.probes import protocol as P
 
     tmp = tmp_path_factory.mktemp("router")
-    lm, problems, acts = tiny_activations(tmp)
-    n, qs = len(problems), problems["question"].tolist()
-    y = np.array([i % 5 >= 2 for i in range(n)], dtype=float)
-    dirs = {}
-    for name, labels in {"tiny-random-llama/a": y, "tiny-random-llama/b": 1 - y}.items():
-        lab = pd.DataFrame({"problem_id": problems["problem_id"], "question": qs, "maj_correct": labels,
-                            "split": ["train"] * 24 + ["val"] * 8 + ["test"] * 8})
-        rep = P.eoi_probe(acts, lab, "maj_correct", model=lm.name, layers=[1, 2], n_boot=20)
-        dirs[name] = P.save_trained_probe(tmp / name.replace("/", "_"), rep, acts, prompt_suffix="Reply.", labels=lab)
-    return lm, dirs, qs, tmp
+    y = lambda n: np.array([i % 5 >= 2 for i in range(n)], dtype=float)  # noqa: E731
+    lm, problems, _, dirs, _ = tiny_member_probes(
+        tmp, lambda n: {"tiny-random-llama/a": y(n), "tiny-random-llama/b": 1 - y(n)},
+        fit=lambda acts, lab, lm: P.eoi_probe(acts, lab, "maj_correct", model=lm.name, layers=[1, 2], n_boot=20))
+    return lm, dirs, problems["question"].tolist(), tmp
 
 
 def test_router_routes_by_utility_and_round_trips_as_json(saved_probes):
-    from pika_utils.probe_protocol import predict_texts
+    from pika_utils.probes.protocol import predict_texts
 
     lm, dirs, qs, tmp = saved_probes
     a, b = dirs
@@ -278,7 +273,7 @@ def test_router_cascade_consults_in_order(saved_probes):
 def test_router_bad_input(saved_probes, tmp_path):
     import shutil
 
-    from pika_utils.probe_files import load_probe, save_probe
+    from pika_utils.probes.files import load_probe, save_probe
 
     lm, dirs, qs, tmp = saved_probes
     a, b = dirs

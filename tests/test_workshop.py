@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pika_utils import book
+from pika_utils.book import runner as book
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_workshop_models_span_the_ladder(tmp_path, monkeypatch):
     params = {**book.load_profile("workshop"), "k": 4,
               "problem_sources": {"ladder": {"n_per_level": 6, "levels": [1, 2, 5, 6]}}}
     book.execute_chapters(params, chapters=["01_rollouts"], root=tmp_path, progress=False)
-    from pika_utils import pipeline
+    from pika_utils.generation import pipeline
 
     problems, runs, summary = pipeline.rollout_stage(params)  # reads the runs the notebook wrote
     assert set(runs) == {"smollm2-135m", "qwen2.5-coder-0.5b"}

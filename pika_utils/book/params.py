@@ -1,0 +1,235 @@
+"""The book's parameters: every key a profile may set, with its type and allowed values, in one
+table. Chapters take their share with ``chapter_params(globals())`` and the runner checks a whole
+profile with ``check_params`` before any chapter runs, so a typo or a wrong type fails in seconds
+with the parameter's name."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its kind ('int', 'float', 'bool', 'str', 'list', 'dict', 'any'), whether
+    None is allowed, and an optional check that returns an error text or None."""
+
+    kind: str
+    optional: bool = False
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _allowed(text: str, check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    check.allowed = text  # type: ignore[attr-defined]
+    return check
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> Callable[[Any], str | None]:
+    span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+
+    def check(v: Any) -> str | None:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            return f"must be in {span}"
+        return None
+    return _allowed(f"in {span}", check)
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return _allowed(f"one of {list(allowed)}", lambda v: None if v in allowed else f"must be one of {list(allowed)}")
+
+
+def _list_of(kind: type, lo: float | None = None, hi: float | None = None, nonempty: bool = True):
+    def check(v: list) -> str | None:
+        if nonempty and not v:
+            return "must not be empty"
+        for x in v:
+            ok = isinstance(x, kind) and not isinstance(x, bool) if kind is not bool else isinstance(x, bool)
+            if kind is float and isinstance(x, int) and not isinstance(x, bool):
+                ok = True
+            if not ok:
+                return f"must hold {kind.__name__} values, got {x!r}"
+            if (lo is not None and x < lo) or (hi is not None and x > hi):
+                return f"values must be in [{lo}, {hi}], got {x!r}"
+        return None
+    return _allowed(f"of {kind.__name__} values" + (f" in [{lo}, {hi}]" if lo is not None or hi is not None else "")
+                    + (", not empty" if nonempty else ""), check)
+
+
+def _fractions(v: list) -> str | None:
+    if len(v) != 3 or any(not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0 for x in v) \
+            or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+        return "must be three non-negative numbers (train, val, test) summing to 1"
+    return None
+
+
+def _pairs(v: list) -> str | None:
+    if any(not isinstance(p, (list, tuple)) or len(p) != 2 or not all(isinstance(s, str) for s in p) for p in v):
+        return "must be a list of [train_source, test_source] pairs"
+    return None
+
+
+PARAMETERS: dict[str, Param] = {
+    "profile": Param("str", help="the profile's name, shown in each chapter"),
+    "models": Param("list", check=_list_of(str), help="model names (registry), hub ids or local folders"),
+    "model_source": Param("str", check=_one_of("auto", "hub", "offline")),
+    "backend": Param("str", check=_one_of("transformers", "vllm")),
+    "problem_sources": Param("dict", check=lambda v: _sources(v)),
+    "model_revisions": Param("dict", optional=True, check=lambda v: _revisions(v),
+                             help="hub commit (or tag) per model name, pinning what the hub serves"),
+    "split_fractions": Param("list", check=_fractions),
+    "k": Param("int", check=_range(1, 10_000), help="rollouts per problem"),
+    "temperature": Param("float", check=_range(0.0, 10.0)),
+    "top_p": Param("float", check=_allowed("in (0, 1]", lambda v: None if 0 < v <= 1 else "must be in (0, 1]")),
+    "max_new_tokens": Param("int", check=_range(1, 1_000_000)),
+    "prompt_suffix": Param("str", optional=True),
+    "system_prompt": Param("str", optional=True),
+    "chunk_size": Param("int", check=_range(1, 100_000)),
+    "stop": Param("list", check=_list_of(str, nonempty=False), help="end each answer at the first of these strings"),
+    "seed": Param("int", check=_range(0, 2**32 - 1)),
+    "prices": Param("dict", optional=True),
+    "extract_layers": Param("list", optional=True, check=_list_of(int, 0)),
+    "extract_dtype": Param("str", check=_one_of("float32", "float16", "bfloat16")),
+    "extract_batch_size": Param("int", check=_range(1, 100_000)),
+    "extract_token_budget": Param("int", optional=True, check=_range(1, 100_000_000),
+                                  help="extraction batches of at most this many padded tokens (null: extract_batch_size)"),
+    "vllm_tensor_parallel_size": Param("int", check=_range(1, 1024), help="GPUs per vLLM engine"),
+    "vllm_data_parallel_size": Param("int", check=_range(1, 1024), help="vLLM data-parallel replicas"),
+    "token_layer_fracs": Param("list", check=_list_of(float, 0.0, 1.0, nonempty=False)),
+    "ndif_remote": Param("bool"),
+    "targets": Param("list", check=lambda v: _list_of(str)(v) or _sub(v, ("success_rate", "maj_correct", "difficulty"))),
+    "alphas": Param("list", check=_list_of(float, 1e-12)),
+    "n_boot": Param("int", check=_range(10, 1_000_000)),
+    "transfer_pairs": Param("list", check=_pairs),
+    "poolings": Param("list", check=lambda v: _sub(v, ("attention", "linear_then_max", "linear_then_softmax",
+                                                        "linear_then_rolling_max"))),
+    "difficulty_kinds": Param("list", check=lambda v: _sub(v, ("designed_level", "human_irt", "math_level"))),
+    "budget_models": Param("list", check=_list_of(str, nonempty=False)),
+    "budgets": Param("list", check=_list_of(int, 0)),
+    "budget_k": Param("int", check=_range(1, 10_000)),
+    "budget_suffix": Param("str"),
+    "budget_system_prompt": Param("str", optional=True),
+    "answer_cue": Param("str", check=lambda v: None if v.strip() else "must not be blank"),
+    "answer_tokens": Param("int", check=_range(1, 100_000)),
+    "think_close": Param("str", optional=True),
+    "route_budget": Param("int", check=_range(0, 1_000_000)),
+    "pool_modes": Param("list", check=lambda v: _sub(v, ("direct", "cot")) or (None if v else "must not be empty"),
+                        help="each model in the pool answering directly and/or step by step (cot, at route_budget)"),
+    "model_limits": Param("dict", optional=True,
+                          check=lambda v: None if all(isinstance(n, int) and not isinstance(n, bool) and n >= 2
+                                                      for n in v.values()) else "values must be integers >= 2",
+                          help="{model: n}: that model answers a seeded subset of n problems (splits kept)"),
+    "difficulty_models": Param("list", optional=True, check=_list_of(str, nonempty=False),
+                               help="the models whose activations chapter 4 reads for human difficulty"),
+    "budget_limit": Param("int", optional=True, check=_range(2, 10_000_000),
+                          help="budget-forced runs on at most this many problems (a seeded subset, splits kept)"),
+    "difficulty_sources": Param("dict", optional=True,
+                                help="problems with a human difficulty, read for chapter 4's probe (activations only)"),
+    "cascade_grid": Param("int", check=_range(2, 1001)),
+    "reader": Param("str", optional=True, check=lambda v: None if v.strip() else "must not be blank",
+                    help="the model whose activations reader probes read for every member (null: the cheapest)"),
+    # the code domain (chapter 10)
+    "code_sources": Param("dict", check=lambda v: None if v else "must name at least one code source",
+                          help="code problem sources, e.g. {humaneval: {limit: 60}}"),
+    "code_models": Param("list", check=_list_of(str), help="models whose programs are generated and run"),
+    "code_k": Param("int", check=_range(1, 10_000), help="programs sampled per code problem"),
+    "code_max_new_tokens": Param("int", check=_range(1, 1_000_000), help="token limit of a program"),
+    # chapter 8: backtracking probes at temporal lags
+    "bt_generator": Param("str", help="model that writes the chains of thought"),
+    "bt_reader": Param("str", help="model whose residual stream is read at every chain token"),
+    "bt_prompt": Param("str", check=_one_of("check_and_redo", "paper"),
+                       help="instruction: ask a plain instruct model to check and redo steps, or the paper's"),
+    "bt_n_chains": Param("int", check=_range(3, 1_000_000), help="chains (one per sampled problem)"),
+    "bt_max_new_tokens": Param("int", check=_range(1, 1_000_000)),
+    "bt_temperature": Param("float", check=lambda v: None if v > 0 else "must be > 0 (sampled chains)"),
+    "bt_layers_fracs": Param("list", check=_list_of(float, 0.0, 1.0), help="reader layers as fractions of its depth"),
+    "bt_lags": Param("list", check=_list_of(int, -10_000, 10_000)),
+    "bt_Cs": Param("list", check=_list_of(float, 1e-12), help="inverse L2 strengths tried on validation chains"),
+    "bt_extract_dtype": Param("str", check=_one_of("float32", "float16", "bfloat16")),
+    "bt_batch_size": Param("int", check=_range(1, 100_000)),
+    "bt_llm_annotator": Param("str", optional=True, help="instruct model for the six-label annotator (null: skip)"),
+    "bt_llm_max_chains": Param("int", optional=True, check=_range(1, 1_000_000)),
+    # recoverability of failures (chapter 9)
+    "recover_specialist": Param("str", help="S: the model whose failed rollouts are read and rescued"),
+    "recover_reference": Param("str", help="A: S's ancestor (paper) or the nearest model sharing S's tokenizer"),
+    "recover_n_problems": Param("int", check=_range(1, 1_000_000), help="at most this many failed problems of S"),
+    "recover_best_of": Param("int", check=_range(1, 1_000), help="answers per intervention (rescue: any correct)"),
+    "recover_top_k": Param("int", check=_range(1, 1_000_000), help="the top-k of A in the coverage gap G_cov"),
+    "recover_window": Param("int", check=_range(0, 1_000_000), help="tokens either side of the junction"),
+    "recover_temperature_lift": Param("float", check=_range(1.0, 100.0), help="temperature factor in the junction window"),
+    "recover_steer_alpha": Param("float", check=_range(0.0, 1.0), help="how far S's logits move toward A's when steered"),
+}
+
+
+def _sub(v: list, allowed: tuple[str, ...]) -> str | None:
+    bad = [x for x in v if x not in allowed]
+    return f"unknown value(s) {bad}; allowed: {list(allowed)}" if bad else None
+
+
+def _sources(v: Mapping) -> str | None:
+    if not v:
+        return "must name at least one source"
+    from ..problems.tasks import LOADERS  # imported late: tasks reads files; params must stay light
+
+    unknown = [k for k in v if k not in LOADERS]
+    if unknown:
+        return f"unknown source(s) {unknown}; known: {sorted(LOADERS)}"
+    bad = [k for k, kw in v.items() if kw is not None and not isinstance(kw, Mapping)]
+    if bad:
+        return f"each source maps to its options (a mapping or null), not {[v[k] for k in bad]}"
+    return None
+
+
+def _revisions(v: Mapping) -> str | None:
+    bad = {k: r for k, r in v.items() if not isinstance(k, str) or not isinstance(r, str) or not r.strip()}
+    return f"must map model names to hub commits (strings), got {bad}" if bad else None
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "list": "a list", "dict": "a mapping", "any": "any value"}
+
+
+def _describe(spec: Param) -> str:
+    allowed = getattr(spec.check, "allowed", None)
+    return _KIND_WORDS[spec.kind] + (f" {allowed}" if allowed else "") + (" or null" if spec.optional else "")
+
+
+def _kind_ok(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "list":
+        return isinstance(v, (list, tuple))
+    if kind == "dict":
+        return isinstance(v, Mapping)
+    return True
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of type and in range, or one error naming each bad key, its value and what it
+    accepts. Unknown keys are left to the runner (which names the chapters' parameters)."""
+    errors = []
+    for key, value in params.items():
+        spec = PARAMETERS.get(key)
+        if spec is None or (value is None and spec.optional):
+            continue
+        if not _kind_ok(spec.kind, value):
+            errors.append(f"{key}={value!r}: must be {_describe(spec)}, got {type(value).__name__}")
+            continue
+        why = spec.check(value) if spec.check else None
+        if why:
+            errors.append(f"{key}={value!r}: {why} (allowed: {_describe(spec)})")
+    if errors:
+        raise ValueError("bad parameter value(s):\n  " + "\n  ".join(errors))
+    return dict(params)
+
+
+def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """A chapter's parameters from its namespace (``globals()`` after the parameters cell):
+    every profile key it defines, checked, and nothing else."""
+    return check_params({k: namespace[k] for k in PARAMETERS if k in namespace})

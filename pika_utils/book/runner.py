@@ -1,0 +1,323 @@
+"""The runner: a profile's parameters -> papermill runs of every chapter, in order -> Jupyter Book.
+
+The chapter list is read from ``_toc.yml`` (each ``book/chapters/NAME`` entry is executed from
+``notebooks/NAME.ipynb``), so the table of contents is the one place that says what the book holds.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..core import store
+from .params import check_params
+
+REPO_ROOT = store.REPO_ROOT
+PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
+#: Files that make up the book's source besides the executed notebooks.
+BOOK_FILES = ("_config.yml", "_toc.yml", "book", "references.bib")
+#: The lock `make install` installs from; its sha256 is recorded with every executed chapter.
+LOCK_FILE = "requirements.lock"
+#: The generated page (gitignored) that shows the environment the chapters ran in.
+ENVIRONMENT_PAGE = "book/environment.md"
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's notebook raised: names the notebook, the cell and where the executed copy is."""
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(profile: str | Path) -> dict[str, Any]:
+    """A profile's parameters: a name from notebooks/profiles/ or a path to a YAML file."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no profile {str(profile)!r}: expected {path}; known profiles: {list_profiles()}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must be a mapping of parameter names to values")
+    return params
+
+
+def toc_chapters(root: Path = REPO_ROOT) -> list[str]:
+    """Chapter names in the order ``_toc.yml`` lists them under ``book/chapters/``."""
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str) and f.startswith("book/chapters/"):
+                names.append(Path(f).stem)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    return names
+
+
+def notebook_parameters(nb_path: Path) -> dict[str, Any]:
+    """The parameters a notebook declares in its cell tagged ``parameters``."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(nb_path))
+    if not params:
+        raise ValueError(f"{nb_path} has no cell tagged 'parameters'")
+    return params
+
+
+def split_parameters(profile: Mapping[str, Any], notebooks: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each notebook's share of the profile; a key that no notebook accepts is an error."""
+    accepted = {name: notebook_parameters(p) for name, p in notebooks.items()}
+    unknown = sorted(set(profile) - set().union(*[set(a) for a in accepted.values()]))
+    if unknown:
+        raise ValueError(
+            f"profile key(s) {unknown} are not parameters of any chapter "
+            f"({', '.join(notebooks)}); check the spelling against the notebooks' 'parameters' cells"
+        )
+    return {name: {k: v for k, v in profile.items() if k in acc} for name, acc in accepted.items()}
+
+
+def execute_chapters(
+    profile: str | Path | Mapping[str, Any],
+    *,
+    chapters: Sequence[str] | None = None,
+    root: Path = REPO_ROOT,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run each chapter with papermill into ``root/book/chapters``; returns wall seconds per
+    chapter. A failing cell stops the run with an error naming the notebook and the cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
+    params.update(overrides or {})
+    check_params(params)  # every value its declared type and range, first: it needs no notebook
+    every = toc_chapters(root)
+    names = list(chapters or every)
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise ValueError(f"chapter(s) {unknown} are not in _toc.yml; chapters: {every}")
+    sources = {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in every}
+    for n, p in sources.items():
+        if not p.exists():
+            raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
+    shares = split_parameters(params, sources)  # a key must fit some chapter of the book
+    out_dir = Path(root) / "book" / "chapters"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    for n in names:
+        dst = out_dir / f"{n}.ipynb"
+        print(f"[book] executing {sources[n].relative_to(REPO_ROOT)} -> {dst}", flush=True)
+        t0 = time.perf_counter()
+        saved_env = {k: os.environ.get(k) for k in store.QUIET_ENV}
+        os.environ.update(store.QUIET_ENV)  # the kernel inherits it: no progress bars in the pages
+        try:
+            papermill.execute_notebook(
+                str(sources[n]), str(dst), parameters=shares[n], kernel_name="python3",
+                progress_bar=progress, cwd=str(REPO_ROOT), language="python",
+            )
+        except PapermillExecutionError as e:
+            raise ChapterFailed(
+                f"chapter notebooks/{n}.ipynb failed in cell {e.cell_index} (execution count "
+                f"{e.exec_count}): {e.ename}: {e.evalue}\nThe executed copy with the traceback is {dst}"
+            ) from None
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        timings[n] = time.perf_counter() - t0
+        _stamp(dst, params, timings[n])
+        tidy_executed(dst, shares[n], params.get("profile"))
+        print(f"[book] {n}: {timings[n]:.1f} s", flush=True)
+    store.write_json(out_dir / "_timings.json", {"timings_s": timings, "params": params, "created": store.now_iso()})
+    return timings
+
+
+def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
+    """Record the profile, versions and wall time in the executed notebook's metadata."""
+    nb = json.loads(nb_path.read_text())
+    nb.setdefault("metadata", {})["pika"] = {
+        "parameters": dict(params), "versions": store.versions(), "wall_s": round(seconds, 1),
+        "executed": store.now_iso(), "environment": environment_record(),
+    }
+    store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _value(v: Any, width: int = 70) -> str:
+    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    text = text.replace("|", "\\|").replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def tidy_executed(nb_path: Path, share: Mapping[str, Any], profile: str | None) -> None:
+    """Make an executed chapter read result-first: the notebook's default parameters and papermill's
+    injected ones are removed from the page, replaced by one collapsed table of this run's values,
+    and the setup cell (``chapter_params``) shows its output but hides its input."""
+    nb = json.loads(nb_path.read_text())
+    cells = nb["cells"]
+    last = -1
+    for i, c in enumerate(cells):
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if c["cell_type"] == "code" and ({"parameters", "injected-parameters"} & set(tags)):
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            last = i
+        elif c["cell_type"] == "code" and "chapter_params(" in "".join(c["source"]) and "hide-input" not in tags:
+            tags.append("hide-input")
+    if last < 0:
+        return
+    rows = "\n".join(f"| `{k}` | {_value(v)} |" for k, v in share.items())
+    note = (f"<details><summary>Parameters of this run (profile <code>{profile or 'custom'}</code>)</summary>\n\n"
+            f"| parameter | value |\n|---|---|\n{rows}\n\n</details>")
+    if not any(c["metadata"].get("pika") == "parameters-note" for c in cells):
+        cells.insert(last + 1, {"cell_type": "markdown", "id": "pika-parameters-note",
+                                "metadata": {"pika": "parameters-note"}, "source": note})
+    store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+def _canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def environment_record(lock: Path | None = None) -> dict[str, Any]:
+    """The environment this process runs in: the sha256 of the lock, the full ``pip freeze``
+    (read with importlib.metadata) and every package whose installed version is not the lock's."""
+    lock = Path(lock or REPO_ROOT / LOCK_FILE)
+    installed: dict[str, tuple[str, str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            installed.setdefault(_canonical_name(name), (name, dist.version))
+    freeze = sorted((f"{n}=={v}" for n, v in installed.values()), key=str.lower)
+    differs = None
+    if lock.exists():
+        pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", lock.read_text(), re.M)
+        differs = [f"{n}: lock {v}, installed {installed.get(_canonical_name(n), (n, None))[1]}"
+                   for n, v in pins if installed.get(_canonical_name(n), (n, None))[1] != v]
+    return {
+        "lock": LOCK_FILE, "lock_sha256": store.file_sha256(lock) if lock.exists() else None,
+        "matches_lock": differs == [], "differs_from_lock": differs,
+        "python": platform.python_version(), "platform": platform.platform(), "pip_freeze": freeze,
+    }
+
+
+def write_environment_page(root: Path = REPO_ROOT) -> Path:
+    """Write ``book/environment.md`` from the environments recorded in the executed chapters (or,
+    where none is, this process's): the lock's sha256, whether it was matched, the pip freeze."""
+    root = Path(root)
+    groups: dict[str, tuple[dict, list[str]]] = {}
+    for name in toc_chapters(root):
+        nb = root / "book" / "chapters" / f"{name}.ipynb"
+        env = json.loads(nb.read_text()).get("metadata", {}).get("pika", {}).get("environment") if nb.exists() else None
+        if env:
+            key = store.stable_hash({k: env.get(k) for k in ("lock_sha256", "pip_freeze", "python", "platform")})
+            groups.setdefault(key, (env, []))[1].append(name)
+    if not groups:
+        groups["now"] = (environment_record(), [])
+    lines = [
+        "# Environment", "",
+        "The chapters ran in the environment below. To rebuild it, check out the same commit of the",
+        f"repository and run `make install`: it installs `{LOCK_FILE}`, which pins every package with the",
+        "sha256 of its files, so the install takes those files or fails. Compare the lock you have with the",
+        f"one that ran: `sha256sum {LOCK_FILE}`. The pip freeze below lists what was installed.", "",
+    ]
+    for i, (env, chapters) in enumerate(groups.values(), 1):
+        if len(groups) > 1:
+            lines += [f"## Environment {i}", ""]
+        if env["matches_lock"]:
+            match = f"yes: every package of `{LOCK_FILE}` at its locked version"
+        elif env["differs_from_lock"] is None:
+            match = f"unknown: there was no `{LOCK_FILE}`"
+        else:
+            match = f"no: {len(env['differs_from_lock'])} package(s) differ from the lock (listed below)"
+        lines += [
+            "| | |", "|---|---|",
+            f"| chapters | {', '.join(chapters) if chapters else 'none executed; the environment that rendered the book'} |",
+            f"| lock | `{env['lock']}` |",
+            f"| lock sha256 | `{env['lock_sha256']}` |",
+            f"| installed as locked | {match} |",
+            f"| Python | {env['python']} |",
+            f"| platform | {env['platform']} |", "",
+        ]
+        if env["differs_from_lock"]:
+            lines += ["Installed versions that differ from the lock:", "", "```text",
+                      *env["differs_from_lock"], "```", ""]
+        lines += [f"pip freeze ({len(env['pip_freeze'])} packages):", "", "```text", *env["pip_freeze"], "```", ""]
+    return store.atomic_write_bytes(root / ENVIRONMENT_PAGE, "\n".join(lines).encode())
+
+
+def stage_book(root: Path) -> Path:
+    """Copy the book's hand-written sources into ``root`` (for a build outside the repository)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in BOOK_FILES:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("chapters"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    return root
+
+
+def build_book(root: Path = REPO_ROOT) -> Path:
+    """Render the book with Jupyter Book 1.x; returns the path of ``index.html``."""
+    summary = Path(root) / "book" / "run_summary.md"
+    if not summary.exists():  # the intro includes it; a build without a recorded run says so
+        store.atomic_write_bytes(summary, b"No run of the chapters was recorded in this folder (the runner writes this).\n")
+    write_environment_page(root)
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
+    print("[book] " + " ".join(cmd), flush=True)
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    index = Path(root) / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return index
+
+
+def write_run_summary(root: Path, profile: str | Path | Mapping[str, Any], timings: Mapping[str, float],
+                      total_s: float) -> Path:
+    """The first page's account of this run: the profile and each chapter's wall time, as
+    measured by the runner (``book/run_summary.md``, included by the intro, regenerated each run)."""
+    name = profile.get("profile", "custom") if isinstance(profile, Mapping) else str(profile)
+    rows = "\n".join(f"| {n} | {s:.0f} |" for n, s in timings.items())
+    text = (f"This book was built with the **{name}** profile on {store.now_iso()}: the chapters ran in "
+            f"**{total_s / 60:.1f} minutes** of wall time on this machine ({os.cpu_count()} cores).\n\n"
+            f"| chapter | wall time (s) |\n|---|---|\n{rows}\n")
+    path = Path(root) / "book" / "run_summary.md"
+    store.atomic_write_bytes(path, text.encode())
+    return path
+
+
+def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path = REPO_ROOT,
+              overrides: Mapping[str, Any] | None = None, build: bool = True) -> Path | None:
+    """The main job: execute every chapter for ``profile`` and render the book."""
+    root = Path(root)
+    if root.resolve() != REPO_ROOT.resolve():
+        stage_book(root)
+    t0 = time.perf_counter()
+    timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
+    write_run_summary(root, profile, timings, time.perf_counter() - t0)
+    index = build_book(root) if build else None
+    print(f"[book] done in {time.perf_counter() - t0:.0f} s" + (f": {index}" if index else ""), flush=True)
+    return index

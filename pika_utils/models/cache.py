@@ -1,0 +1,102 @@
+"""Cached model folders: built once into a temporary sibling and renamed, so a killed build leaves
+no half cache; a sidecar written last marks a folder complete and records the weights' sha256."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..core.store import file_sha256, now_iso, versions, write_json
+
+log = logging.getLogger(__name__)
+
+#: Bump to rebuild the converted/built caches when the recipes change.
+BUILD_VERSION = 1
+META_FILE = "pika_model.json"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / META_FILE).exists()
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of the safetensors file; for shards, of their 'sha256  name' lines (sha256sum style)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickled .bin weights are not loaded)")
+    shas = [_blob_sha(f) for f in files]
+    if len(files) == 1:
+        return shas[0]
+    manifest = "".join(f"{s}  {f.name}\n" for s, f in zip(shas, files))
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _blob_sha(path: Path) -> str:
+    """The hub cache names large-file blobs by their sha256: use it rather than re-reading GBs."""
+    target = Path(os.path.realpath(path))
+    if re.fullmatch(r"[0-9a-f]{64}", target.name) and target.parent.name == "blobs":
+        return target.name
+    return file_sha256(target)
+
+
+
+def build_atomically(final: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build`` into a temporary sibling folder and rename it to ``final``; if another
+    process finished first, keep theirs. Leftovers of killed builds are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-{os.getpid()}-"))
+    try:
+        build(tmp)
+        _make_readable(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # someone else renamed theirs into place first
+            if not is_complete(final):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes private folders; a shared cache should follow the umask like other files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
+def _remove_stale_tmp(final: Path) -> None:
+    for d in final.parent.glob(f".tmp-{final.name}-*"):
+        m = re.match(rf"\.tmp-{re.escape(final.name)}-(\d+)-", d.name)
+        if m and not _pid_alive(int(m.group(1))):
+            log.info("removing %s, left by a killed build", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finish(folder: Path, source: str, **extra) -> None:
+    """Write the sidecar last: a folder with it is complete, and reloads skip re-hashing."""
+    weights = folder / "model.safetensors"
+    write_json(folder / META_FILE, {"source": source, "weights_sha256": file_sha256(weights),
+                                    "weights_bytes": weights.stat().st_size, "built": now_iso(),
+                                    "build_version": BUILD_VERSION, "versions": versions(), **extra})
+
+

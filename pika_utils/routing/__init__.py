@@ -1,0 +1,7 @@
+"""Routing: which member of a model pool should answer, from its predicted success?
+
+``rules`` (the threshold cascade and utility argmax, pure functions), ``evaluation`` (single
+members, random, oracle, routing cost, frontiers, paired intervals), ``pool`` (a profile's pool,
+each member with its rollouts and probe), ``reader`` (one small model's probes for every member),
+``router`` (a saved Router applied to new questions). Chapters 3 (reader), 5, 6.
+Imports: everything below it (``core`` to ``probes``)."""
