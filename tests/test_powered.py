@@ -1,5 +1,7 @@
 """The powered workshop's pieces: the surface-matched source, MATH-500's human levels, subsets per
 model, stop strings, tie ceilings, selection on small splits, and the verdict rule."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,46 @@ def test_verdicts_round_trip(tmp_path, monkeypatch):
     t = verdicts.table("my profile")
     assert t.loc[0, "verdict"] == "reproduced" and t.loc[0, "n"] == 40
     assert verdicts.table("other").empty
+
+
+@pytest.mark.parametrize("est,lo,hi,expected", [
+    (0.85, 0.82, 0.88, "reproduced"),          # within the paper's 0.83-0.87, give or take 0.05
+    (0.55, 0.40, 0.68, "not reproduced"),      # chapter 4's human-difficulty Spearman: the range is missed
+    (0.75, 0.60, 0.95, "undecided"),           # overlaps the range but reaches far below it
+    (float("nan"), 0.0, 1.0, "undecided"),
+])
+def test_size_rule_against_the_papers_range(est, lo, hi, expected):
+    assert verdicts.decide_size(est, lo, hi, 0.83, 0.87) == expected
+    c = verdicts.Claim("c-size", "04", "size", "0.83-0.87", "q", est, lo, hi, n=93, paper_low=0.83, paper_high=0.87,
+                       margin=0.05)
+    assert c.kind == "size" and c.verdict == expected
+
+
+def test_a_condition_that_fails_fails_the_claim():
+    cheaper = dict(claim_id="c-r", chapter="06", claim="matches the best for less", paper="p", quantity="cost saved",
+                   estimate=0.5, low=0.4, high=0.6, n=36)
+    same_accuracy = {"quantity": "accuracy minus the best's", "estimate": -0.05, "low": -0.08, "high": -0.03,
+                     "null": -0.01}
+    assert verdicts.Claim(**cheaper).verdict == "reproduced"
+    assert verdicts.Claim(**cheaper, condition=same_accuracy).verdict == "not reproduced"
+    wide = {**same_accuracy, "low": -0.2, "high": 0.2}
+    assert verdicts.Claim(**cheaper, condition=wide).verdict == "undecided"
+
+
+def test_no_claim_without_n_and_none_against_a_constant_baseline(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path))
+    c = verdicts.Claim("c-len", "03", "The probe beats length", "p", "paired AUROC difference", 0.4, 0.2, 0.5,
+                       versus="prompt length")
+    with pytest.raises(ValueError, match="n must be the number"):
+        verdicts.record("p", c)
+    c = dataclasses.replace(c, n=78)
+    with pytest.raises(verdicts.EmptyComparison, match="prompt length.*same score"):
+        verdicts.record("p", c, baseline_scores=np.full(78, 34.0))
+    assert verdicts.table("p").empty
+    verdicts.drop("p", "c-len", "03", c.claim, "prompt length is 34 tokens on every test problem")
+    verdicts.record("p", dataclasses.replace(c, claim_id="c-len2"), baseline_scores=np.arange(78.0))
+    assert verdicts.table("p")["claim_id"].tolist() == ["c-len2"]
+    assert verdicts.dropped("p")["reason"].str.contains("34 tokens").all()
 
 
 def test_free_cores_is_a_sane_count():

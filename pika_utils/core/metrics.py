@@ -94,3 +94,11 @@ def bootstrap_ci(
         return float(point), float("nan"), float("nan")
     lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(point), float(lo), float(hi)
+
+
+def is_constant(scores) -> bool:
+    """True when a method gives every item the same score (e.g. prompt length on a source whose
+    prompts all have the same length): a comparison with it is a comparison with chance."""
+    s = np.asarray(scores, dtype=float)
+    s = s[np.isfinite(s)]
+    return len(s) == 0 or bool(np.ptp(s) == 0)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import store
-from ..core.metrics import bootstrap_ci, brier, ece, spearman_ceiling
+from ..core.metrics import bootstrap_ci, brier, ece, is_constant, spearman_ceiling
 from .files import load_probe, save_probe
 from .linear import ALPHAS, LinearProbe, PlattScaler, check_labels, probe_metric, sweep
 
@@ -95,7 +95,8 @@ def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: 
     metric = probe_metric(task)
     point, lo, hi = bootstrap_ci(metric, y_test, s_test, n_boot=n_boot, seed=seed)
     metrics = {"test": point, "ci_low": lo, "ci_high": hi, "n_test": len(y_test), "val": b["val_score"],
-               "selection": b["selection"]}
+               "selection": b["selection"], "converged": bool(probe.converged_), "solver_iterations": probe.n_iter_,
+               "near_ties": b.get("near_ties", 1)}
     if task == "regression":
         metrics["ceiling"] = spearman_ceiling(y_test)
     platt = None
@@ -167,16 +168,20 @@ def paired_bootstrap(y, score_a, score_b, metric: Callable, n_boot: int = 1000, 
 
 def compare(reports: Sequence[ProbeReport], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per method with its test metric and interval, and the paired difference of the
-    first (the probe) minus each other on the same test problems."""
+    first (the probe) minus each other on the same test problems; none (``baseline_constant``)
+    against a method whose test scores are all equal, which compares with chance."""
     first = reports[0]
     rows = []
     for r in reports:
         row = r.row()
         if r is not first:
             merged = first.test.merge(r.test, on="problem_id", suffixes=("_a", "_b"))
-            d, lo, hi = paired_bootstrap(merged["y_a"], merged["score_a"], merged["score_b"],
-                                         probe_metric(first.task), n_boot, seed)
-            row.update({"probe_minus": d, "diff_low": lo, "diff_high": hi})
+            if is_constant(merged["score_b"]):  # e.g. length on a surface-matched source: no comparison
+                row.update({"probe_minus": np.nan, "diff_low": np.nan, "diff_high": np.nan, "baseline_constant": True})
+            else:
+                d, lo, hi = paired_bootstrap(merged["y_a"], merged["score_a"], merged["score_b"],
+                                             probe_metric(first.task), n_boot, seed)
+                row.update({"probe_minus": d, "diff_low": lo, "diff_high": hi, "baseline_constant": False})
         rows.append(row)
     return pd.DataFrame(rows)
 

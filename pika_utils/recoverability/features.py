@@ -172,13 +172,14 @@ def rescue_summary(df, n_boot: int = 1000, seed: int = 0):
 
 
 def lift_summary(df, n_boot: int = 1000, seed: int = 0):
-    """The rule's rescue minus always-retry's, the best single intervention's and a random
-    intervention's (paired over problems), on all failed problems and on Steerable-Hard."""
+    """The rule's rescue minus always-retry's, the best single intervention's, the success-rate
+    router's (retry where the pass rate was above 0, else the best single intervention) and a
+    random intervention's (paired over problems), on all failed problems and on Steerable-Hard."""
     import pandas as pd
 
     rows = []
     for subset, d in (("all failed", df), ("Steerable-Hard", df[df["steerable_hard"]] if len(df) else df)):
-        for other in ("retry", "best_single", "random"):
+        for other in ("retry", "best_single", "rate_router", "random"):
             a = d["rescue_rule"] if len(d) else []
             b = d[f"rescue_{other}"] if len(d) else []
             est, lo, hi = _ci(lambda x, y: float(np.mean(x) - np.mean(y)), a, b, n_boot=n_boot, seed=seed)

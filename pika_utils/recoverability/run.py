@@ -274,6 +274,9 @@ def results_table(records: Sequence[Mapping[str, Any]], seed: int = 0) -> pd.Dat
     df["rescue_rule"] = [bool(r["eval"][p]["rescued"]) for r, p in zip(records, df["rule"])]
     df["rescue_random"] = [bool(r["eval"][p]["rescued"]) for r, p in zip(records, df["random_pick"])]
     df["rescue_best_single"] = df[f"rescue_{best}"]
+    # the router that could explain the rule away: retry where chapter 1 ever succeeded, else the
+    # best single intervention (the success rate alone, no junction features)
+    df["rescue_rate_router"] = np.where(df["success_rate"] > 0, df["rescue_retry"], df[f"rescue_{best}"])
     df["steerable_hard"] = ~df["regime_retry"]
     return df
 
