@@ -193,7 +193,7 @@ def math500_levels() -> tuple[pd.DataFrame, str]:
     except Exception as e:  # noqa: BLE001 - any hub failure falls back to the packaged table, and says so
         why = f"{type(e).__name__}: {str(e).split('. ')[0][:160]}"
     table = pd.read_csv(_LEVELS_CSV, comment="#")
-    return table, f"packaged:pika_utils/problems/data/math500_levels.csv (hub not used: {why})"
+    return table, f"packaged:math500_levels.csv (hub not used: {why})"
 
 
 def stable_sha12(text: str) -> str:
@@ -210,7 +210,7 @@ def load_mmath(subsets: Sequence[str] = ("math500", "aime2024", "aime2025"),
     if unknown or not subsets:
         raise ValueError(f"unknown mmath subsets {unknown or list(subsets)}; choose from {list(MMATH_SUBSETS)}")
     records = json.loads(_mmath_file().read_text(encoding="utf-8"))
-    parts = []
+    parts, record = [], {}
     for subset in dict.fromkeys(subsets):
         source = f"mmath-{subset}"
         rows = [{
@@ -222,13 +222,16 @@ def load_mmath(subsets: Sequence[str] = ("math500", "aime2024", "aime2025"),
         } for r in records if r["data_source"] == MMATH_SUBSETS[subset]]
         part = pd.DataFrame(rows)
         if subset == "math500" and math_levels and len(part):
-            part = _with_math_levels(part, records)
+            part, record["math500_levels"] = _with_math_levels(part, records)
         parts.append(rank_sample(part, limit_per_subset, seed))
-    return validate_problems(pd.concat(parts, ignore_index=True))
+    df = validate_problems(pd.concat(parts, ignore_index=True))
+    df.attrs["record"] = record
+    return df
 
 
-def _with_math_levels(part: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
-    """Attach MATH-500 levels by index, refusing any row whose question text does not match."""
+def _with_math_levels(part: pd.DataFrame, records: list[dict]) -> tuple[pd.DataFrame, str]:
+    """Attach MATH-500 levels by index, refusing any row whose question text does not match; and
+    say where the levels came from (and why the hub was not used)."""
     table, where = math500_levels()
     by_index = table.set_index("index")
     ids = [json.loads(m)["data_source_id"] for m in part["meta"]]
@@ -241,9 +244,12 @@ def _with_math_levels(part: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     out = part.copy()
     out["difficulty"] = [float(by_index.loc[i, "level"]) for i in ids]
     out["difficulty_kind"] = "math_level"
-    out["meta"] = [json.dumps({**json.loads(m), "level_source": where, "subject": by_index.loc[i, "subject"]})
+    # the rows name the source only (stable); why the hub was not used (a machine's own network
+    # error) goes to the record, or the same problems would differ from one machine to the next
+    source = where.split(" (hub not used")[0]
+    out["meta"] = [json.dumps({**json.loads(m), "level_source": source, "subject": by_index.loc[i, "subject"]})
                    for m, i in zip(out["meta"], ids)]
-    return out
+    return out, where
 
 
 # --------------------------------------------------------------------------- GSM8K 100 (wheel)
