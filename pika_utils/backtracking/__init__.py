@@ -1,5 +1,5 @@
 """Chapter 8: does a reader's state at token t anticipate backtracking at t + lag?
 
 ``labels`` (which sentences of a chain backtrack), ``chains`` (sampled, labelled, read chains),
-``lag_probes`` (token-level probes at lags, with token-identity and position baselines).
+``backtracking.lag_probes`` (token-level probes at lags, with token-identity and position baselines).
 Imports: ``core``, ``models``, ``activations``, ``generation``."""

@@ -85,7 +85,7 @@ def sentence_table(chains: pd.DataFrame) -> pd.DataFrame:
 
 
 def token_labels_for(tokens: pd.DataFrame, chains: pd.DataFrame) -> np.ndarray:
-    """0/1 label of every row of a token table (``token_activations``), from the rule-based
+    """0/1 label of every row of a token table (``activations.tokens``), from the rule-based
     sentence spans of its chain and the token's character offsets in the chain's text."""
     text = chains.set_index("chain_id")["text"]
     out = np.zeros(len(tokens), dtype=np.int8)

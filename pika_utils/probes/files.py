@@ -70,7 +70,7 @@ def validate_probe_dir(path) -> tuple[np.ndarray, dict]:
     missing = [k for k in need if k not in info]
     if missing:
         raise ProbeError(f"{jf} lacks field(s) {missing}; a saved probe records {list(need)} "
-                         "(save it with probe_protocol.save_trained_probe)")
+                         "(save it with pika_utils.probes.protocol.save_trained_probe)")
     if info["task"] not in _TASKS:
         raise bad("task", f"must be one of {list(_TASKS)}")
     if not isinstance(info["target"], str):

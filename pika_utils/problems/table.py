@@ -20,7 +20,7 @@ SOURCES: tuple[str, ...] = (
     "math-lighteval", "gsm8k", "aime-1983-2024", "aime-2025", "e2h-amc",
     "humaneval", "livecodebench", "mbpp",
 )
-#: A user's own problem file is the source ``file:<name>`` (see ``user_files.load_file``).
+#: A user's own problem file is the source ``file:<name>`` (see ``problems.files.load_file``).
 FILE_SOURCE_PREFIX = "file:"
 #: Problem domains: 'math' (graded by comparing answers) and 'code' (graded by running tests in the
 #: sandbox). The ``domain`` column is optional and defaults to 'math'; code rows also carry

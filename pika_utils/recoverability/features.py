@@ -1,7 +1,7 @@
 """Recoverability of failures (chapter 9), the numeric half: per-token junction scores of a
 failed trace, the junction window, the three problem-level features, the regimes and the
 training-free routing rule (after Islah et al., arXiv 2606.05145). Pure numpy, no models: the
-model half (teacher-forced log-probabilities, interventions, generation) is ``recover_run``.
+model half (teacher-forced log-probabilities, interventions, generation) is ``recoverability.run``.
 
 Notation: S is the specialist that wrote the failed trace, A its reference (in the paper the
 ancestor S was post-trained from). At token t of S's trace x, with log-probabilities at the

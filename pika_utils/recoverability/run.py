@@ -1,7 +1,7 @@
 """Recoverability of failures (chapter 9), the model half: teacher-forced log-probabilities of S
 and A on S's own failed traces (one forward each, no generation), the interventions as a small
 seeded logits processor on a shared-prefill decode loop, and the stage a chapter calls. The
-numbers are ``recover_features``'s."""
+numbers are ``recoverability.features``'s."""
 from __future__ import annotations
 
 import json

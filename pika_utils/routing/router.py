@@ -30,7 +30,7 @@ EARLIER_KINDS = ("pika_utils.router.Router", "pika_utils.routing.Router")
 
 class Router:
     """Routes new questions with saved probes (one folder per member, see
-    ``probe_protocol.save_trained_probe``) by utility (``lam``) or cascade (``thresholds``)."""
+    ``probes.protocol.save_trained_probe``) by utility (``lam``) or cascade (``thresholds``)."""
 
     def __init__(self, probe_dirs: Mapping[str, str | Path], costs=None, *, lam: float | None = None,
                  thresholds: Sequence[float] | None = None, order: Sequence[str] | None = None,

@@ -1,7 +1,7 @@
 """Routing each problem to one member of a model pool from its probes' success probabilities:
 the threshold cascade and the utility argmax p_i - lam*c_i, and their sweeps, as pure functions
 on long tables (a ``router.Router`` applies saved probes to new questions). Reference points (single
-members, random, oracle) and summaries (frontier, AIQ, APGR) live in ``routing_metrics``."""
+members, random, oracle) and summaries (frontier, AIQ, APGR) live in ``routing.evaluation``."""
 from __future__ import annotations
 
 import itertools
