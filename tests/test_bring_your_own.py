@@ -73,11 +73,23 @@ def test_file_source_several_files_and_problem_set_records_them(tmp_path, monkey
     ("bad-split", [{"question": "q1", "answer": "1", "split": "training"}], r"column 'split': 1 row\(s\) break the rule 'one of train, val, test, or empty': row 1"),
     ("repeated-question", [{"question": "q1", "answer": "1"}, {"question": "q1", "answer": "1"}],
      r"the same question appears in rows 1, 2"),
+    ("invisible-question", [{"question": "q1", "answer": "1"}, {"question": "\u200b\u200d", "answer": "2"}],
+     r"column 'question': 1 row\(s\) break the rule 'a question has a visible character.*': row 2"),
+    ("near-miss-column", [{"question": "q1", "answer": "1", "Difficulty": 3, " split": "test"}],
+     r"'Difficulty' \(did you mean 'difficulty'\?\), ' split' \(did you mean 'split'\?\) would be ignored"),
 ])
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_malformed_problem_files_are_named(tmp_path, case, content, match, suffix):
     path = _write(tmp_path / f"bad{suffix}", content)
     with pytest.raises(InputError, match=match.replace(r"bad\.jsonl", rf"bad\{suffix}")):
+        load_file(path)
+
+
+@pytest.mark.parametrize("answer", [["1", "2"], {"value": 1}, True, 2.5])
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])  # typed formats (a CSV cell is always text)
+def test_answers_that_are_not_text_or_integers_are_refused(tmp_path, answer, suffix):
+    path = _write(tmp_path / f"bad{suffix}", [{"question": "q1", "answer": answer}])
+    with pytest.raises(InputError, match=r"'an answer is text or an integer': row 1"):
         load_file(path)
 
 

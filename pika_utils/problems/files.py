@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -154,6 +155,8 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
          if not_str.any() else "a question is text")
     rule(column, q.map(lambda v: _missing(v) or (isinstance(v, str) and not v.strip())),
          "a question is not empty or blank")
+    rule(column, q.map(lambda v: isinstance(v, str) and bool(v.strip()) and not _visible(v)),
+         "a question has a visible character (not only zero-width or control characters)")
     if max_chars is not None:
         rule(column, q.map(lambda v: isinstance(v, str) and len(v) > max_chars),
              f"a question has at most {max_chars:,} characters")
@@ -177,6 +180,15 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
     if id_column:
         out[id_column] = out[id_column].map(str)
     return out
+
+
+#: Characters that print nothing but are not whitespace to ``str.strip``.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+
+
+def _visible(text: str) -> bool:
+    """True when the text shows something: not only whitespace, zero-width or control characters."""
+    return any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in text.translate(_INVISIBLE))
 
 
 def _missing(v) -> bool:
@@ -229,6 +241,12 @@ def check_file_columns(df: pd.DataFrame, where: str) -> None:
     """The optional columns of a user's problem file: a numeric ``difficulty``, a known ``domain``,
     a known ``split``; rows counted from 1."""
     errors, rule = _rule_book(df, "id" if "id" in df else None, first_row=1)
+    known = {c.lower(): c for c in FILE_REQUIRED + FILE_OPTIONAL}
+    near = {str(c): known[str(c).strip().lower()] for c in df.columns
+            if str(c) not in known.values() and str(c).strip().lower() in known}
+    if near:
+        errors.append("column(s) " + ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in near.items())
+                      + " would be ignored: column names are lower case")
 
     if "difficulty" in df.columns:
         given = df["difficulty"].notna() & df["difficulty"].astype(str).str.strip().ne("")
