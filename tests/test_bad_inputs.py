@@ -121,6 +121,8 @@ def smoke_with(**over):
     ({"problem_sources": {}}, ["problem_sources", "at least one source"]),
     ({"model_revisions": {"smollm2-135m": 3}}, ["model_revisions", "hub commits"]),
     ({"seed": -1}, ["seed=-1"]),
+    ({"model_limits": {"tiny-random-lama": 10}}, ["model_limits names ['tiny-random-lama']", "tiny-random-llama"]),
+    ({"model_revisions": {"smollm2-135m": "0" * 40}}, ["model_revisions names ['smollm2-135m']", "a typo"]),
 ])
 def test_profile_values_are_checked_with_name_and_allowed_values(override, needles):
     refused(lambda: check_params(smoke_with(**override)), *needles, exc=ValueError)

@@ -224,9 +224,31 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         why = spec.check(value) if spec.check else None
         if why:
             errors.append(f"{key}={value!r}: {why} (allowed: {_describe(spec)})")
+    errors += _unknown_model_keys(params)
     if errors:
         raise ValueError("bad parameter value(s):\n  " + "\n  ".join(errors))
     return dict(params)
+
+
+#: The keys that name models: lists of them, and single ones.
+MODEL_LISTS = ("models", "budget_models", "difficulty_models", "code_models")
+MODEL_KEYS = ("reader", "bt_generator", "bt_reader", "bt_llm_annotator", "recover_specialist", "recover_reference")
+
+
+def _unknown_model_keys(params: Mapping[str, Any]) -> list[str]:
+    """``model_limits`` and ``model_revisions`` may only name models the profile uses: a typo would
+    silently drop a limit or a pin. Checked where the profile's ``models`` are known."""
+    if not isinstance(params.get("models"), list):
+        return []
+    named = {m for k in MODEL_LISTS if isinstance(params.get(k), list) for m in params[k]}
+    named |= {params[k] for k in MODEL_KEYS if isinstance(params.get(k), str)}
+    out = []
+    for key in ("model_limits", "model_revisions"):
+        unknown = sorted(set(params.get(key) or {}) - named) if isinstance(params.get(key), dict) else []
+        if unknown:
+            out.append(f"{key} names {unknown}, which no model key of this profile uses ({sorted(named)}): "
+                       "a typo would silently drop the setting")
+    return out
 
 
 def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
