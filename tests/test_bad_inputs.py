@@ -128,6 +128,12 @@ def test_profile_values_are_checked_with_name_and_allowed_values(override, needl
     refused(lambda: check_params(smoke_with(**override)), *needles, exc=ValueError)
 
 
+def test_a_profile_that_is_not_yaml_is_named_with_its_line(capsys, tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("k: 4\nmodels: [tiny-random-llama\nseed: 0\n")
+    cli_refused(capsys, ["book", "--profile", bad, "--plan"], "mine.yaml is not valid YAML at line", "column")
+
+
 @pytest.mark.parametrize("param,needles", [
     ("k=2.5", ["k=2.5", "[1, 10000]"]), ("k=true", ["k=True", "[1, 10000]"]),
     ("k=eight", ["k='eight'", "[1, 10000]"]), ("k", ["KEY=VALUE"]),

@@ -47,7 +47,14 @@ def load_profile(profile: str | Path) -> dict[str, Any]:
         path = PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no profile {str(profile)!r}: expected {path}; known profiles: {list_profiles()}")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"profile {path} is not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"profile {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must be a mapping of parameter names to values")
     return params
