@@ -128,6 +128,18 @@ def test_profile_values_are_checked_with_name_and_allowed_values(override, needl
     refused(lambda: check_params(smoke_with(**override)), *needles, exc=ValueError)
 
 
+@pytest.mark.parametrize("sources, needles", [
+    ({"file": {"path": 5}}, ["'file'", "path=5", "str or Path"]),
+    ({"ladder": {"n_per_level": "eight"}}, ["'ladder'", "n_per_level='eight'", "must be int"]),
+    ({"ladder": {"n_per_level": True}}, ["n_per_level=True", "got bool"]),
+    ({"mmath": {"subsets": "math500"}}, ["subsets='math500'", "Sequence"]),
+])
+def test_a_source_argument_of_the_wrong_type_is_named(sources, needles):
+    from pika_utils.problems import tasks
+
+    refused(lambda: tasks.load_problems(sources), *needles, exc=TypeError)
+
+
 def test_a_profile_that_is_not_yaml_is_named_with_its_line(capsys, tmp_path):
     bad = tmp_path / "mine.yaml"
     bad.write_text("k: 4\nmodels: [tiny-random-llama\nseed: 0\n")

@@ -43,6 +43,7 @@ def load_problems(sources: Mapping[str, dict] | Sequence[str], seed: int = 0) ->
         if bad:
             allowed = [p for p in sig.parameters if p != "name"]
             raise TypeError(f"source {name!r} does not take {bad}; it takes {allowed}")
+        _check_kwargs(name, sig, kwargs)
         if "seed" in sig.parameters:
             kwargs.setdefault("seed", seed)
         part = LOADERS[name](**kwargs)
@@ -54,3 +55,21 @@ def load_problems(sources: Mapping[str, dict] | Sequence[str], seed: int = 0) ->
     return df
 
 
+#: What a value of each annotated type may be (an int counts as a float; a bool is no number).
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "Path": (str,), "bool": (bool,),
+          "Sequence": (list, tuple), "list": (list, tuple), "dict": (dict,), "Mapping": (dict,)}
+
+
+def _check_kwargs(source: str, sig: inspect.Signature, kwargs: Mapping) -> None:
+    """Each argument of a source of the type its loader declares, refused with its name before
+    anything is read (``n_per_level: eight`` or ``path: 5`` would fail deep inside the loader)."""
+    for key, value in kwargs.items():
+        ann = sig.parameters[key].annotation
+        ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+        kinds = [k for k in _TYPES if k in ann.replace("[", " ").replace("|", " ").split()]
+        if not kinds or (value is None and "None" in ann):
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES[k])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise TypeError(f"problem source {source!r}: {key}={value!r} must be {' or '.join(kinds)}"
+                            f"{' or null' if 'None' in ann else ''}, got {type(value).__name__}")
