@@ -283,6 +283,10 @@ def test_router_bad_input(saved_probes, tmp_path):
         Router(dirs, {a: 1.0, b: 3.0}, thresholds=[0.2, 0.3])
     with pytest.raises(ValueError, match=r"\['tiny-random-llama/b'\] have no price/cost"):
         Router(dirs, {a: 1.0}, lam=0.1)
+    with pytest.raises(ValueError, match=r"the cost of \['tiny-random-llama/a'\] is not a number"):
+        Router(dirs, {a: "1.0", b: 3.0}, lam=0.1)
+    with pytest.raises(ValueError, match=r"the cost of \['tiny-random-llama/b'\] is not a number"):
+        Router(dirs, {a: 1.0, b: True}, lam=0.1)
     with pytest.raises(ValueError, match="has no probe"):
         Router({**dirs, "c": tmp_path / "nothing"}, {a: 1.0, b: 3.0, "c": 1.0}, lam=0.1)
     with pytest.raises(ValueError, match="lam"):

@@ -75,12 +75,19 @@ def check_grid(values, name: str, lo: float, hi: float) -> np.ndarray:
 
 
 def cost_series(costs, members: Sequence[str], name: str = "costs") -> pd.Series:
-    """Per-member $ as a Series over ``members``; a member without a cost is an error."""
+    """Per-member $ as a Series over ``members``; a member without a cost, or with one that is not
+    a number (text such as "1.0", a boolean), is an error naming it."""
+    items = costs.items() if isinstance(costs, (pd.Series, Mapping)) else None
+    if items is None:
+        raise ValueError(f"{name} must map each pool member to its cost in $, got {type(costs).__name__}")
+    bad = {m: v for m, v in items if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))}
+    if bad:
+        raise ValueError(f"{name}: the cost of {sorted(map(str, bad))} is not a number ({bad}); give $ as numbers")
     s = pd.Series(costs, dtype=float) if not isinstance(costs, pd.Series) else costs.astype(float)
     missing = [m for m in members if m not in s.index or not np.isfinite(s[m])]
     if missing:
         raise ValueError(f"pool member(s) {missing} have no price/cost in {name}; give every member a cost "
-                         "(expected_costs(outcomes) from its train rows, or a price in pika_utils.prices)")
+                         "(expected_costs(outcomes) from its train rows, or a price in pika_utils.core.prices)")
     s = s[list(members)]
     if (s < 0).any():
         raise ValueError(f"{name} must be >= 0; got {s[s < 0].to_dict()}")
