@@ -1,6 +1,7 @@
 """A user's own problems and models: problem files in three formats (and every malformed variant
 named), a GGUF file given by its path, `pika label`/`rollouts`/`route` on such files."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,17 @@ def test_readme_bring_your_own_is_followed_verbatim(tmp_path):
     nb = json.loads((ROOT / "book" / "chapters" / "01_rollouts.ipynb").read_text())
     shown = json.dumps([c.get("outputs") for c in nb["cells"]])
     assert "file:my_problems" in shown and store.file_sha256(EXAMPLE)[:12] in shown  # the provenance note
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "is empty (0 bytes)"),
+    (b"hello, not a model", "is not a GGUF file (it starts with b'hell'"),
+    (b"GGUF\x03\x00\x00\x00" + b"\xff" * 40, "is a damaged or truncated GGUF file"),
+])
+def test_a_bad_gguf_path_is_named_before_anything_loads(tmp_path, content, needle):
+    from pika_utils.models.registry import resolve_spec
+
+    path = tmp_path / "mine.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="model file .*mine\\.gguf " + re.escape(needle)):
+        resolve_spec(str(path))

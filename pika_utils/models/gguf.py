@@ -67,6 +67,31 @@ def _concat_hashing(parts: list[Path], out: Path) -> str:
     return h.hexdigest()
 
 
+_CHECKED: set[tuple] = set()  # files already checked in this process (path, size, mtime)
+
+
+def check_gguf_file(path: Path) -> None:
+    """A user's .gguf path is a readable GGUF file before anything is hashed or loaded: not empty,
+    the GGUF magic, a header the gguf reader can parse. Every refusal names the file."""
+    path = Path(path)
+    st = path.stat()
+    size, key = st.st_size, (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if size == 0:
+        raise ValueError(f"model file {path} is empty (0 bytes): not a GGUF file")
+    if magic != b"GGUF":
+        raise ValueError(f"model file {path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
+    try:
+        _gguf_quant(path)
+    except Exception as e:  # noqa: BLE001 - the reader fails in many ways on a damaged file
+        raise ValueError(f"model file {path} is a damaged or truncated GGUF file "
+                         f"({type(e).__name__}: {str(e)[:160]})") from None
+    _CHECKED.add(key)
+
+
 def _gguf_quant(path: Path) -> str:
     import gguf
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..core.cpu import set_torch_threads
-from .gguf import convert_gguf_file, convert_pypi_gguf, gguf_file_sha256
+from .gguf import check_gguf_file, convert_gguf_file, convert_pypi_gguf, gguf_file_sha256
 from ..core.hub import env_flag, hf_cache, hub_reachable
 from .cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, weights_sha256
 from ..core.store import cache_dir, read_json, stable_hash, versions
@@ -125,6 +125,7 @@ def resolve_spec(name: str) -> ModelSpec:
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist (working directory: {Path.cwd()}); "
                                     "give the path of a .gguf file, a registered name, a hub id or a folder")
+        check_gguf_file(path)
         return ModelSpec(name, None, f"gguf:{path.resolve()}", math.nan, "unknown", "a user's GGUF file")
     if "/" in name:
         if Path(name).is_dir():
