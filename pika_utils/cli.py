@@ -87,7 +87,12 @@ def _rollouts(args: argparse.Namespace) -> int:
     cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
                          max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
                          seed=args.seed, chunk_size=args.chunk_size)
-    run = run_rollouts(problems, args.model, cfg, backend=args.backend, source=args.source,
+    price = None
+    if args.price is not None:
+        if any(not (v >= 0) for v in args.price):
+            raise ValueError(f"--price {args.price[0]} {args.price[1]}: $ per million tokens must be numbers >= 0")
+        price = {args.model: {"input_per_m": args.price[0], "output_per_m": args.price[1]}}
+    run = run_rollouts(problems, args.model, cfg, backend=args.backend, source=args.source, price_overrides=price,
                        out_root=Path(args.out) if args.out else None, progress=not args.quiet)
     print(json.dumps({"dir": str(run.dir), "rollouts": len(run.rollouts),
                       "success_rate": float(run.summary["success_rate"].mean())}))
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     r.add_argument("--source", default="auto", choices=["auto", "hub", "offline"])
     r.add_argument("--out", help="folder for runs (default: data/runs/rollouts)")
+    r.add_argument("--price", nargs=2, type=float, metavar=("INPUT_PER_M", "OUTPUT_PER_M"),
+                   help="$ per million input and output tokens (needed for a model the price table lacks, e.g. a .gguf file)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_rollouts)
 

@@ -218,12 +218,27 @@ def test_rollouts_command_line_names_the_file(capsys, tmp_path, no_model, name, 
     (["--k", "0"], ["k=0", "[1, 10000]"]),
     (["--top-p", "1.5"], ["top_p=1.5", "(0, 1]"]),
     (["--model", "no-such-model"], ["unknown model 'no-such-model'", MODEL]),
+    (["--price", "-1", "0.2"], ["--price -1.0 0.2", "numbers >= 0"]),
 ])
 def test_rollouts_command_line_names_the_option(capsys, tmp_path, no_model, extra, needles):
     src = store.write_parquet(tmp_path / "p.parquet", make_problems(2))
     cli_refused(capsys, ["rollouts", "--problems", src, "--model", MODEL, "--source", "offline",
                          "--out", tmp_path / "out", "--quiet", *extra], *needles)
     assert not (tmp_path / "out").exists()
+
+
+def test_rollouts_price_option_prices_the_run(capsys, tmp_path):
+    """--price gives a model the price table lacks (a .gguf file) its $; here it overrides the
+    tiny model's, and the run's costs follow it."""
+    src = store.write_parquet(tmp_path / "p.parquet", make_problems(2))
+    args = ["rollouts", "--problems", str(src), "--model", MODEL, "--source", "offline", "--k", "1",
+            "--max-new-tokens", "2", "--quiet", "--price", "1000", "2000"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    run_dir = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dir"]
+    ro = store.read_parquet(Path(run_dir) / "rollouts.parquet")
+    summary = store.read_parquet(Path(run_dir) / "summary.parquet").set_index("problem_id")
+    expected = ((ro["prompt_tokens"] * 1000 + ro["output_tokens"] * 2000) / 1e6).groupby(ro["problem_id"]).mean()
+    np.testing.assert_allclose(summary.loc[expected.index, "cost_per_rollout"], expected)
 
 
 def test_missing_problems_file_is_named(capsys, tmp_path, no_model):
