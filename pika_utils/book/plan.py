@@ -18,23 +18,18 @@ from typing import Any, Mapping
 #: (written down by hand: the hub is unreachable here). Used when no config is cached locally.
 #: eoi = tokens the chat template adds after the user's text (Qwen/SmolLM ChatML: <|im_end|> \n
 #: <|im_start|> assistant \n; R1-Distill: <｜Assistant｜><think>\n; gpt-oss harmony: an estimate).
-MODEL_SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2.5-math-1.5b": dict(layers=28, d_model=1536, vocab=151936, heads=12, kv_heads=2, head_dim=128,
-                              params_b=1.54, dtype="bfloat16", max_pos=4096, eoi=5),
-    "qwen2.5-math-7b": dict(layers=28, d_model=3584, vocab=152064, heads=28, kv_heads=4, head_dim=128,
-                            params_b=7.62, dtype="bfloat16", max_pos=4096, eoi=5),
-    "r1-distill-qwen-7b": dict(layers=28, d_model=3584, vocab=152064, heads=28, kv_heads=4, head_dim=128,
-                               params_b=7.62, dtype="bfloat16", max_pos=131072, eoi=3),
+_SHAPE_FIELDS = ("layers", "d_model", "vocab", "heads", "kv_heads", "head_dim", "params_b", "dtype", "max_pos", "eoi")
+MODEL_SHAPES: dict[str, dict[str, Any]] = {name: dict(zip(_SHAPE_FIELDS, row)) for name, row in {
+    "qwen2.5-math-1.5b": (28, 1536, 151936, 12, 2, 128, 1.54, "bfloat16", 4096, 5),
+    "qwen2.5-math-7b": (28, 3584, 152064, 28, 4, 128, 7.62, "bfloat16", 4096, 5),
+    "r1-distill-qwen-7b": (28, 3584, 152064, 28, 4, 128, 7.62, "bfloat16", 131072, 3),
     # MoE, 32 experts (4 active, 3.6B active parameters); experts in MXFP4: ~13.8 GB of weights
-    "gpt-oss-20b": dict(layers=24, d_model=2880, vocab=201088, heads=64, kv_heads=8, head_dim=64,
-                        params_b=20.9, dtype="mxfp4+bfloat16", weight_bytes=13.8e9, max_pos=131072, eoi=3),
-    "smollm2-135m": dict(layers=30, d_model=576, vocab=49152, heads=9, kv_heads=3, head_dim=64,
-                         params_b=0.135, dtype="bfloat16", max_pos=8192, eoi=5),
-    "qwen2.5-coder-0.5b": dict(layers=24, d_model=896, vocab=151936, heads=14, kv_heads=2, head_dim=64,
-                               params_b=0.494, dtype="bfloat16", max_pos=32768, eoi=5),
-    "qwen2.5-coder-1.5b": dict(layers=28, d_model=1536, vocab=151936, heads=12, kv_heads=2, head_dim=128,
-                               params_b=1.54, dtype="bfloat16", max_pos=32768, eoi=5),
-}
+    "gpt-oss-20b": (24, 2880, 201088, 64, 8, 64, 20.9, "mxfp4+bfloat16", 131072, 3),
+    "smollm2-135m": (30, 576, 49152, 9, 3, 64, 0.135, "bfloat16", 8192, 5),
+    "qwen2.5-coder-0.5b": (24, 896, 151936, 14, 2, 64, 0.494, "bfloat16", 32768, 5),
+    "qwen2.5-coder-1.5b": (28, 1536, 151936, 12, 2, 128, 1.54, "bfloat16", 32768, 5),
+}.items()}
+MODEL_SHAPES["gpt-oss-20b"]["weight_bytes"] = 13.8e9
 #: Sizes of the hub datasets' splits (dataset cards); "expected": not checked here.
 HUB_SIZES: dict[tuple[str, str], int] = {
     ("math-lighteval", "test"): 5000, ("math-lighteval", "train"): 7500,
