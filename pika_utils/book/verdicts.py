@@ -61,7 +61,7 @@ class Claim:
 
     @property
     def kind(self) -> str:
-        return "size" if self.paper_low is not None or self.paper_high is not None else "direction"
+        return kind_of(asdict(self))
 
     @property
     def verdict(self) -> str:
@@ -101,14 +101,24 @@ def decide_size(estimate: float, low: float, high: float, paper_low: float | Non
     return "undecided"
 
 
+def _field(row: Mapping[str, Any], key: str, default=None):
+    """A stored claim's field, with None or NaN (a column a table filled in) read as missing."""
+    v = row.get(key)
+    return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def kind_of(row: Mapping[str, Any]) -> str:
+    """'size' when the claim names the paper's range, else 'direction'."""
+    return "size" if _field(row, "paper_low") is not None or _field(row, "paper_high") is not None else "direction"
+
+
 def verdict_of(row: Mapping[str, Any]) -> str:
     """The verdict of a stored claim (a Claim's fields): its own rule, then its condition's; a
     condition that fails fails the claim, one that is undecided leaves it undecided."""
     def _get(key, default=None):
-        v = row.get(key)
-        return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        return _field(row, key, default)
 
-    if _get("paper_low") is not None or _get("paper_high") is not None:
+    if kind_of(row) == "size":
         own = decide_size(row["estimate"], row["low"], row["high"], _get("paper_low"), _get("paper_high"),
                           float(_get("margin", 0.05)))
     else:
@@ -188,8 +198,9 @@ def table(profile: str) -> pd.DataFrame:
     for col, default in (("versus", ""), ("paper_low", None), ("paper_high", None), ("condition", None)):
         if col not in df:
             df[col] = default
-    df["kind"] = ["size" if pd.notna(lo) or pd.notna(hi) else "direction" for lo, hi in zip(df["paper_low"], df["paper_high"])]
-    df["verdict"] = [verdict_of(r) for r in df.to_dict("records")]
+    records = df.to_dict("records")
+    df["kind"] = [kind_of(r) for r in records]
+    df["verdict"] = [verdict_of(r) for r in records]
     return df.sort_values(["chapter", "claim_id"]).reset_index(drop=True)
 
 

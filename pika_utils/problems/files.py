@@ -182,13 +182,10 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
     return out
 
 
-#: Characters that print nothing but are not whitespace to ``str.strip``.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-
-
 def _visible(text: str) -> bool:
-    """True when the text shows something: not only whitespace, zero-width or control characters."""
-    return any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in text.translate(_INVISIBLE))
+    """True when the text shows something: not only whitespace, or characters of Unicode's 'other'
+    categories (controls, and format characters such as zero-width spaces and joiners)."""
+    return any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in text)
 
 
 def _missing(v) -> bool:

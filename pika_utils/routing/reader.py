@@ -225,6 +225,6 @@ def headline(probs: pd.DataFrame, outcomes: pd.DataFrame, prefill, name: str, *,
             "kept low": kept(acc + ci["accuracy_diff_low"]), "kept high": kept(acc + ci["accuracy_diff_high"]),
             "cost saved, routing paid": ci["cost_reduction"], "saved low": ci["cost_reduction_low"],
             "saved high": ci["cost_reduction_high"], "routing cost per problem": float(routed["routing_cost"].mean()),
-            "best member cost": float(best["cost"]), "accuracy diff": ci["accuracy"] - acc,
+            "best member cost": float(best["cost"]), "accuracy diff": ci["accuracy_diff"],
             "accuracy diff low": ci["accuracy_diff_low"], "accuracy diff high": ci["accuracy_diff_high"],
             "n test": int(len(routed))}
