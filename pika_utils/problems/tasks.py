@@ -11,6 +11,7 @@ import pandas as pd
 from .code import LOADERS as CODE_LOADERS
 from .hub_sources import HUB_DATASETS, load_hub
 from .files import load_file
+from .recorded import load_math500
 from .sources import arithmetic_ladder, load_gsm8k100, load_mmath, products
 from .table import validate_problems
 
@@ -18,6 +19,7 @@ from .table import validate_problems
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
+    "math500": load_math500,  # all 500, with the recorded members' outcomes (problems.recorded)
     "file": load_file,
     **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
     **CODE_LOADERS,  # humaneval (offline), hub:livecodebench, hub:mbpp

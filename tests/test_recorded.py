@@ -1,0 +1,233 @@
+"""Recorded members: the shipped MATH-500 outcomes (checked by checksum), a user's outcomes file
+with each kind of bad row, and cross-fitting that never lets a problem see its own label."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pika_utils.problems import recorded as REC
+from pika_utils.problems.files import InputError
+from pika_utils.problems.tasks import load_problems
+from pika_utils.routing import crossfit as CF
+from pika_utils.routing import evaluation as M
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return REC.load_math500(hub=False)
+
+
+def test_shipped_problems_and_members_align(problems):
+    assert len(problems) == 500 and problems["problem_id"].is_unique
+    assert set(problems["difficulty"]) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert problems.attrs["record"]["question_source"].startswith("packaged:recorded_math500")
+    acc = {}
+    for name in REC.SHIPPED:
+        m = REC.shipped_member(name)
+        assert list(m.outcomes["problem_id"]) == list(problems["problem_id"])
+        acc[name] = m.outcomes["correct"].mean()
+    # the README's accuracies (the source's own grades, not re-graded)
+    assert acc["qwen2.5-14b-instruct"] == pytest.approx(0.804) and acc["sky-t1-27b-long"] == pytest.approx(0.600)
+    assert (REC.RECORDED_DIR / "LICENSE").is_file() and "changed" in (REC.RECORDED_DIR / "NOTICE.md").read_text()
+
+
+def test_math500_is_a_problem_source_with_a_limit():
+    df = load_problems({"math500": {"limit": 12, "hub": False}}, seed=3)
+    assert len(df) == 12 and set(df["source"]) == {"math500"} and (df["difficulty_kind"] == "math_level").all()
+
+
+def test_the_hub_failing_is_said_not_hidden(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub copy is not in this machine's cache
+    df = REC.load_math500()
+    where = df.attrs["record"]["question_source"]
+    assert where.startswith("hub:") or "hub not used" in where
+
+
+@pytest.fixture()
+def copy_of_data(tmp_path):
+    folder = tmp_path / "recorded"
+    shutil.copytree(REC.RECORDED_DIR, folder)
+    return folder
+
+
+def test_a_tampered_shipped_file_is_named_and_not_used(copy_of_data):
+    path = copy_of_data / "gemma-2-27b-it.jsonl.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(REC.RecordedDataError, match="gemma-2-27b-it.jsonl.gz is damaged"):
+        REC.shipped_file("gemma-2-27b-it.jsonl.gz", copy_of_data)
+    assert REC.shipped_file("problems.jsonl.gz", copy_of_data).is_file()  # the others still pass
+
+
+def test_a_missing_shipped_file_or_checksum_list_is_named(copy_of_data):
+    (copy_of_data / "sky-t1-27b-long.jsonl.gz").unlink()
+    with pytest.raises(REC.RecordedDataError, match="sky-t1-27b-long.jsonl.gz is missing"):
+        REC.shipped_file("sky-t1-27b-long.jsonl.gz", copy_of_data)
+    (copy_of_data / "SHA256SUMS.json").unlink()
+    with pytest.raises(REC.RecordedDataError, match="SHA256SUMS.json is missing"):
+        REC.shipped_file("problems.jsonl.gz", copy_of_data)
+
+
+def _write(tmp_path, rows, name="api.jsonl"):
+    path = tmp_path / name
+    df = pd.DataFrame(rows)
+    if name.endswith(".csv"):
+        df.to_csv(path, index=False)
+    elif name.endswith(".parquet"):
+        df.to_parquet(path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_users_outcomes_file_matched_by_question_or_id(tmp_path, problems):
+    q = problems["question"].tolist()
+    rows = [{"question": q[0], "correct": True, "response": "The answer is 3."},
+            {"question": "  " + q[1].replace(" ", "  ") + "\n", "correct": False, "output_tokens": 40}]
+    for name in ("api.jsonl", "api.csv", "api.parquet"):
+        out = REC.read_outcomes_file(_write(tmp_path, rows, name), problems)
+        assert out["problem_id"].tolist() == problems["problem_id"][:2].tolist()
+        assert out["correct"].tolist() == [1, 0]
+    by_id = REC.read_outcomes_file(_write(tmp_path, [{"problem_id": "math500-007", "correct": 0, "output_tokens": 3}]),
+                                   problems)
+    assert by_id["problem_id"].tolist() == ["math500-007"]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"question": "Q", "correct": "yes", "response": "r"}], r"column 'correct' must be true/false or 0/1: row 1"),
+    ([{"problem_id": "math500-001", "correct": 2, "response": "r"}], r"'correct' must be true/false or 0/1: row 1"),
+    ([{"problem_id": "math500-001", "correct": 1, "output_tokens": -3}], r"'output_tokens' must be a whole number >= 0: row 1"),
+    ([{"problem_id": "math500-001", "correct": 1, "output_tokens": 2.5}], r"'output_tokens' must be a whole number"),
+    ([{"problem_id": "math500-001", "correct": 1, "response": ["a", "list"]}], r"'response' must be text: row 1"),
+    ([{"problem_id": "math500-001", "correct": 1, "response": None}], r"neither 'response' nor 'output_tokens'"),
+    ([{"problem_id": "math500-001", "correct": 1, "response": "r"},
+      {"problem_id": "math500-999", "correct": 1, "response": "r"}], r"1 row\(s\) match no problem .*row 2"),
+    ([{"question": "What is the airspeed of a swallow?", "correct": 1, "response": "r"}], r"'question'.*match no problem.*row 1"),
+    ([{"problem_id": "math500-001", "correct": 1, "response": "r"},
+      {"problem_id": "math500-001", "correct": 0, "response": "r"}], r"more than once.*row 1, row 2"),
+    ([{"id": "math500-001", "correct": 1, "response": "r"}], r"needs a problem key"),
+    ([{"problem_id": "math500-001", "response": "r"}], r"needs a problem key .*'correct'"),
+])
+def test_each_kind_of_bad_row_is_named(tmp_path, problems, rows, message):
+    path = _write(tmp_path, rows)
+    with pytest.raises(InputError, match=message) as e:
+        REC.read_outcomes_file(path, problems)
+    assert str(path) in str(e.value)
+
+
+def test_members_from_a_profile_spec(tmp_path, problems):
+    few = problems.head(3)
+    path = _write(tmp_path, [{"problem_id": p, "correct": 1, "output_tokens": 10} for p in few["problem_id"]])
+    ms = REC.resolve_members(["gemma-2-27b-it", {"name": "my-api-model", "file": str(path), "size_b": 70}], few)
+    assert [m.name for m in ms] == ["gemma-2-27b-it", "my-api-model"] and ms[1].source == f"file:{path}"
+    with pytest.raises(InputError, match="give 'size_b'"):
+        REC.resolve_members([{"name": "x", "file": str(path)}], few)
+    with pytest.raises(InputError, match="unknown key"):
+        REC.resolve_members([{"name": "x", "file": str(path), "size_b": 1, "prize": 3}], few)
+    with pytest.raises(ValueError, match="unknown recorded member 'gemma'"):
+        REC.resolve_members(["gemma"], few)
+    with pytest.raises(InputError, match="no outcome for 497 of the 500"):
+        REC.resolve_members([{"name": "x", "file": str(path), "size_b": 1}], problems)
+
+
+def test_costs_are_counted_tokens_times_the_size_tier(problems):
+    from pika_utils.core.prices import price_for_size
+    from pika_utils.routing.recorded import member_outcomes
+
+    class Words:  # a tokenizer that counts words: the arithmetic is then checkable by hand
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [t.split() for t in texts]}
+
+    few = problems.head(4)
+    m = REC.shipped_member("sky-t1-27b-long")
+    m.outcomes = m.outcomes.head(4)
+    out, table = member_outcomes([m], few, Words())
+    p_in, p_out = price_for_size(27.2)
+    want = [(len(q.split()) * p_in + len(r.split()) * p_out) / 1e6 for q, r in zip(few["question"], m.outcomes["response"])]
+    assert out["cost"].to_numpy() == pytest.approx(want)
+    assert table.loc[0, "$ per 1,000 problems"] == pytest.approx(np.mean(want) * 1000)
+
+
+# -------------------------------------------------------------------------------- cross-fitting
+
+
+def _synthetic(n=200, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = (X[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(float)
+    return X, y
+
+
+def test_folds_are_balanced_within_strata():
+    strata = np.repeat([1, 2, 3, 4], 25)
+    folds = CF.make_folds([f"p{i}" for i in range(100)], 5, seed=0, strata=strata)
+    assert folds.value_counts().tolist() == [20] * 5
+    assert pd.crosstab(folds.to_numpy(), strata).to_numpy().tolist() == [[5] * 4] * 5
+    with pytest.raises(ValueError, match="n_folds=1"):
+        CF.make_folds(["a", "b"], 1)
+
+
+def test_a_held_out_fold_never_sees_its_own_labels():
+    X, y = _synthetic()
+    folds = np.arange(len(y)) % 4
+    held, inner = CF.crossfit_probe(lambda layer, pos: X, [0], [0], y, folds, alphas=[0.1, 1.0, 10.0])
+    assert held["row"].tolist() == list(range(len(y)))
+    from pika_utils.core.metrics import auroc
+    assert auroc(y, held["p"]) > 0.8  # the signal is found out of fold
+    flipped = y.copy()
+    flipped[folds == 0] = 1 - flipped[folds == 0]  # fold 0's labels changed: its own scores must not move
+    held2, _ = CF.crossfit_probe(lambda layer, pos: X, [0], [0], flipped, folds, alphas=[0.1, 1.0, 10.0])
+    f0 = folds == 0
+    assert np.allclose(held["p"][f0], held2["p"][f0])
+    assert not np.allclose(held["p"][~f0], held2["p"][~f0])  # the other folds trained on them
+    assert set(inner["fold"]) == {0, 1, 2, 3} and len(inner) == 3 * len(y)
+
+
+def test_text_router_is_cross_fitted_on_words():
+    words = ["easy sum", "hard integral"]
+    rng = np.random.default_rng(1)
+    kind = rng.integers(0, 2, 120)
+    qs = [f"{words[k]} number {i}" for i, k in enumerate(kind)]
+    held, _ = CF.crossfit_tfidf(qs, (kind == 0).astype(float), np.arange(120) % 3, alphas=[0.01, 0.1])
+    from pika_utils.core.metrics import auroc
+    assert auroc(kind == 0, held["p"]) > 0.95
+
+
+def _pool_tables(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:03d}" for i in range(n)]
+    cheap = rng.integers(0, 2, n)
+    strong = np.maximum(cheap, rng.integers(0, 2, n))
+    outcomes = pd.concat([
+        pd.DataFrame({"member": "cheap", "problem_id": ids, "correct": cheap, "cost": 1.0, "split": "all"}),
+        pd.DataFrame({"member": "strong", "problem_id": ids, "correct": strong, "cost": 10.0, "split": "all"})])
+    folds = CF.make_folds(ids, 4, seed=0)
+    rows = []
+    for f in range(4):  # perfect probabilities: the labels themselves, for every role
+        for role, sel in (("held", folds == f), ("inner", folds != f)):
+            for m, y in (("cheap", cheap), ("strong", strong)):
+                rows.append(pd.DataFrame({"member": m, "problem_id": np.array(ids)[sel.to_numpy()], "fold": f, "role": role,
+                                          "p": y[sel.to_numpy()].astype(float)}))
+    return outcomes, folds, pd.concat(rows, ignore_index=True)
+
+
+def test_cross_fitted_routing_with_perfect_probabilities_reaches_the_oracle():
+    outcomes, folds, scores = _pool_tables()
+    zero = pd.DataFrame({"problem_id": folds.index, "prefill_cost": 0.0})
+    from pika_utils.routing.rules import ReaderPrefill
+
+    routed = CF.crossfit_route(scores, outcomes, folds, rule="cheapest_at_best_accuracy", prefill=ReaderPrefill(zero))
+    orc = M.oracle(outcomes, None)
+    assert len(routed) == 120 and routed["correct"].mean() == pytest.approx(orc["correct"].mean())
+    assert routed["cost"].mean() < 10.0  # the cheap member answers where it is right
+    casc = CF.crossfit_route(scores, outcomes, folds, rule="most_accurate", kind="cascade", prefill=ReaderPrefill(zero))
+    assert casc["correct"].mean() == pytest.approx(orc["correct"].mean())
+    curve = CF.crossfit_sweep(scores, outcomes, folds, prefill=ReaderPrefill(zero))
+    assert curve["accuracy"].max() == pytest.approx(orc["correct"].mean())
+    with pytest.raises(ValueError, match="rule='best'"):
+        CF.crossfit_route(scores, outcomes, folds, rule="best")
