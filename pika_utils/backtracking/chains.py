@@ -80,19 +80,28 @@ def sentence_table(chains: pd.DataFrame) -> pd.DataFrame:
     """Every sentence of every chain with its rule-based label: chain_id, index, span, text."""
     rows = [{"chain_id": cid, "sentence": i, "start": s.start, "end": s.end, "text": s.text,
              "backtracking": s.backtracking}
-            for cid, text in zip(chains["chain_id"], chains["text"]) for i, s in enumerate(BL.annotate(text))]
+            for cid, sents in zip(chains["chain_id"], _sentences(chains)) for i, s in enumerate(sents)]
     return pd.DataFrame(rows, columns=["chain_id", "sentence", "start", "end", "text", "backtracking"])
 
 
 def token_labels_for(tokens: pd.DataFrame, chains: pd.DataFrame) -> np.ndarray:
     """0/1 label of every row of a token table (``activations.tokens``), from the rule-based
     sentence spans of its chain and the token's character offsets in the chain's text."""
-    text = chains.set_index("chain_id")["text"]
+    sents = dict(zip(chains["chain_id"], _sentences(chains)))
     out = np.zeros(len(tokens), dtype=np.int8)
     for cid, idx in tokens.groupby("chain_id", sort=False).indices.items():
         offs = list(zip(tokens["start"].to_numpy()[idx], tokens["end"].to_numpy()[idx]))
-        out[idx] = BL.token_labels(offs, BL.annotate(text[cid]))
+        out[idx] = BL.token_labels(offs, sents[cid])
     return out
+
+
+def _sentences(chains: pd.DataFrame) -> list:
+    """Each chain's annotated sentences; for windows of longer chains (``full_text``, ``offset``:
+    see ``backtracking.recorded``) the whole chain is annotated and clipped to the window."""
+    if "full_text" not in chains:
+        return [BL.annotate(t) for t in chains["text"]]
+    from .recorded import window_sentences
+    return [window_sentences(f, int(o), len(t)) for f, o, t in zip(chains["full_text"], chains["offset"], chains["text"])]
 
 
 def reader_layers(lm, fracs) -> list[int]:

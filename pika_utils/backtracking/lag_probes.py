@@ -79,22 +79,33 @@ def weighted_metrics(y: np.ndarray, score: np.ndarray, chain_idx: np.ndarray, co
                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and F1 (at ``threshold``) when chain c's tokens count ``counts[b, c]`` times, for
     every row b of ``counts`` at once: a bootstrap draw of chains without copying tokens. One
-    sort, then weighted Mann-Whitney counts with ties counted one half."""
+    sort gives, for every pair of chains (c, c'), the Mann-Whitney count of c's positives over
+    c''s negatives (ties one half); a draw's count is then ``w P w'``, so each draw costs
+    (chains x chains), not tokens."""
     y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=float)
+    chain_idx = np.asarray(chain_idx)
+    w = np.asarray(counts, dtype=float)
+    n_ch = w.shape[1]
     order = np.argsort(score, kind="stable")
-    s_sorted, y_sorted, c_sorted = score[order], y[order], np.asarray(chain_idx)[order]
+    s_sorted, y_sorted, c_sorted = score[order], y[order], chain_idx[order]
     group_start = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]  # tie groups of equal score
     gid = np.repeat(np.arange(len(group_start)), np.diff(np.r_[group_start, len(s_sorted)]))
-    pred = s_sorted >= threshold
-    w = np.asarray(counts, dtype=float)[:, c_sorted]
-    wn, wp = w * ~y_sorted, w * y_sorted
-    neg_group = np.add.reduceat(wn, group_start, axis=1)
-    neg_below = np.cumsum(neg_group, axis=1) - neg_group  # strictly lower scores
-    u = (wp * (neg_below[:, gid] + 0.5 * neg_group[:, gid])).sum(1)
-    tot_p, tot_n = wp.sum(1), wn.sum(1)
+    neg = ~y_sorted
+    neg_group = np.zeros((len(group_start), n_ch))
+    np.add.at(neg_group, (gid[neg], c_sorted[neg]), 1.0)
+    neg_below = np.cumsum(neg_group, axis=0) - neg_group  # per chain, strictly lower scores
+    pair = np.zeros((n_ch, n_ch))
+    np.add.at(pair, c_sorted[y_sorted], neg_below[gid[y_sorted]] + 0.5 * neg_group[gid[y_sorted]])
+    u = np.einsum("bc,cd,bd->b", w, pair, w)
+    tot_p = w @ np.bincount(chain_idx[y], minlength=n_ch)
+    tot_n = w @ np.bincount(chain_idx[~y], minlength=n_ch)
+    pred = score >= threshold
+    tp = w @ np.bincount(chain_idx[y & pred], minlength=n_ch)
+    flagged = w @ np.bincount(chain_idx[pred], minlength=n_ch)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = np.where((tot_p > 0) & (tot_n > 0), u / (tot_p * tot_n), np.nan)
-        f1 = 2 * (wp * pred).sum(1) / ((w * pred).sum(1) + tot_p)
+        f1 = 2 * tp / (flagged + tot_p)
     return auc, f1
 
 
@@ -144,10 +155,25 @@ def _fit_logistic(Xtr, ytr, Xva, yva, Cs: Sequence[float], seed: int):
     return best[2], best[1]
 
 
+def _thin_train(train: np.ndarray, y: np.ndarray, max_tokens: int | None, seed: int) -> np.ndarray:
+    """At most ``max_tokens`` training pairs: every positive, and a seeded sample of negatives
+    (the fit is class-weighted, so thinning the majority class changes little but its cost)."""
+    idx = np.flatnonzero(train)
+    if max_tokens is None or len(idx) <= max_tokens:
+        return train
+    pos, neg = idx[y[idx] == 1], idx[y[idx] == 0]
+    keep = np.r_[pos, np.random.default_rng(seed).choice(neg, max(0, max_tokens - len(pos)), replace=False)]
+    out = np.zeros_like(train)
+    out[keep] = True
+    return out
+
+
 def fit_lag(X: np.ndarray, labels: np.ndarray, tokens: pd.DataFrame, split: np.ndarray, lag: int, *,
-            Cs: Sequence[float] = (0.01, 0.1, 1.0), n_boot: int = 1000, seed: int = 0, name: str = "probe") -> LagFit:
+            Cs: Sequence[float] = (0.01, 0.1, 1.0), n_boot: int = 1000, seed: int = 0, name: str = "probe",
+            max_train_tokens: int | None = None) -> LagFit:
     """Fit one probe of ``X`` (features of token t) for ``labels[t + lag]``: train on train
-    chains, C and threshold on val chains, metrics on test chains with chain-bootstrap intervals.
+    chains (at most ``max_train_tokens`` pairs: every positive and a seeded sample of the rest),
+    C and threshold on val chains, metrics on test chains with chain-bootstrap intervals.
     ``X`` may be dense or scipy-sparse; it is standardised with the train tokens' statistics
     when dense."""
     src, tgt = lag_pairs(tokens["pos"].to_numpy(), tokens["n_tokens"].to_numpy(), lag)
@@ -155,8 +181,9 @@ def fit_lag(X: np.ndarray, labels: np.ndarray, tokens: pd.DataFrame, split: np.n
     sp = split[src]
     parts = {s: sp == s for s in ("train", "val", "test")}
     counts = {s: (int(m.sum()), int(y[m].sum())) for s, m in parts.items()}
+    parts["train"] = _thin_train(parts["train"], y, max_train_tokens, seed)
     row = {"probe": name, "lag": lag, **{f"n_{s}": c[0] for s, c in counts.items()},
-           **{f"pos_{s}": c[1] for s, c in counts.items()}}
+           **{f"pos_{s}": c[1] for s, c in counts.items()}, "n_train_fit": int(parts["train"].sum())}
     if any(c[1] == 0 or c[1] == c[0] for c in counts.values()):
         row.update(auroc=np.nan, f1=np.nan, note="a split has one class only")
         return LagFit(row, np.array([]), src[parts["test"]])
@@ -186,9 +213,12 @@ def token_id_features(tokens: pd.DataFrame):
 
 
 def position_features(tokens: pd.DataFrame) -> np.ndarray:
-    """Relative position in the chain (and its square, and log absolute position)."""
-    rel = tokens["pos"].to_numpy() / np.maximum(tokens["n_tokens"].to_numpy() - 1, 1)
-    return np.c_[rel, rel ** 2, np.log1p(tokens["pos"].to_numpy())].astype(float)
+    """Relative position in the chain (and its square, and log absolute position); for windows
+    of longer chains, the position in the whole chain (``chain_pos``, ``chain_tokens``)."""
+    pos = tokens["chain_pos"].to_numpy() if "chain_pos" in tokens else tokens["pos"].to_numpy()
+    n = tokens["chain_tokens"].to_numpy() if "chain_tokens" in tokens else tokens["n_tokens"].to_numpy()
+    rel = pos / np.maximum(n - 1, 1)
+    return np.c_[rel, rel ** 2, np.log1p(pos)].astype(float)
 
 
 #: Columns of ``lag_sweep``'s table (NaN where a split had one class only).
@@ -199,12 +229,13 @@ RESULT_COLUMNS = ("probe", "layer", "lag", "auroc", "auroc_low", "auroc_high", "
 
 def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence[int], *,
               Cs: Sequence[float] = (0.01, 0.1, 1.0), n_boot: int = 1000, seed: int = 0,
-              baselines: bool = True, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+              baselines: bool = True, progress: bool = True, max_train_tokens: int | None = None,
+              tokens: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """Every (layer, lag) probe of a ``TokenActivationSet`` and, per lag, the token-identity
     and position baselines. Returns the table and the fits (for plotting scores on chains)."""
     from tqdm import tqdm
 
-    tokens = acts.tokens
+    tokens = acts.tokens if tokens is None else tokens  # e.g. with chain_pos for windows
     split = tokens["chain_id"].map(split_of).to_numpy()
     if pd.isna(split).any():
         raise ValueError("some chains of the activations have no split")
@@ -217,7 +248,8 @@ def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence
         X = acts.layer(what) if isinstance(what, int) else (
             token_id_features(tokens) if what == "token" else position_features(tokens))
         for lag in lags:
-            fit = fit_lag(X, labels, tokens, split, int(lag), Cs=Cs, n_boot=n_boot, seed=seed, name=name)
+            fit = fit_lag(X, labels, tokens, split, int(lag), Cs=Cs, n_boot=n_boot, seed=seed, name=name,
+                          max_train_tokens=max_train_tokens)
             fit.row["layer"] = what if isinstance(what, int) else np.nan
             rows.append(fit.row)
             fits[(name, int(lag))] = fit
@@ -225,3 +257,27 @@ def lag_sweep(acts, labels: np.ndarray, split_of: dict[str, str], lags: Sequence
     bar.close()
     table = pd.DataFrame(rows)
     return table.reindex(columns=[*RESULT_COLUMNS, *[c for c in table.columns if c not in RESULT_COLUMNS]]), fits
+
+
+def paired_difference(a: LagFit, lag_a: int, b: LagFit, lag_b: int, labels: np.ndarray, tokens: pd.DataFrame, *,
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Test AUROC of fit ``a`` (at ``lag_a``) minus that of fit ``b`` (at ``lag_b``), with a
+    percentile interval from resampling test *chains* with replacement, the same draws for both."""
+    if not len(a.test_score) or not len(b.test_score):
+        return float("nan"), float("nan"), float("nan")
+    chain = tokens["chain_id"].to_numpy()
+    ids, inv = np.unique(np.r_[chain[a.test_rows], chain[b.test_rows]], return_inverse=True)
+    ca, cb = inv[:len(a.test_rows)], inv[len(a.test_rows):]
+    ya, yb = labels[a.test_rows + lag_a], labels[b.test_rows + lag_b]
+    point = auroc(ya, a.test_score) - auroc(yb, b.test_score)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for b0 in range(0, n_boot, 200):
+        draws = rng.integers(0, len(ids), (min(200, n_boot - b0), len(ids)))
+        counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws])
+        diffs.append(weighted_metrics(ya, a.test_score, ca, counts, np.inf)[0]
+                     - weighted_metrics(yb, b.test_score, cb, counts, np.inf)[0])
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    lo, hi = np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100]) if len(d) else (np.nan, np.nan)
+    return float(point), float(lo), float(hi)
