@@ -264,3 +264,77 @@ def test_chapter_08_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     text = json.dumps(data)
     assert "Smoke profile" in text and "kappa" in text
     assert "Too few events for a verdict" in text  # a random model writes no backtracking
+
+
+def test_recorded_windows_keep_labels_of_sentences_begun_before_them():
+    """A window of a recorded chain: its text is the chain's own characters, and a backtracking
+    sentence that starts before the window is still labelled inside it (the whole chain is
+    annotated, then clipped)."""
+    from pika_utils.backtracking import labels as BL
+    from pika_utils.backtracking import recorded as BR
+    from pika_utils.models.registry import load_model
+
+    lm = load_model("tiny-random-llama", source="offline")  # byte-level: one token per character
+    w = BR.recorded_windows(lm.tokenizer, 20, 120, 30, seed=0)
+    assert len(w) == 20 and w["chain_id"].is_unique
+    for r in w.itertuples():
+        assert r.full_text[r.offset:r.offset + len(r.text)] == r.text
+        assert r.prefix.endswith(r.full_text[max(0, r.offset - 30):r.offset])
+    again = BR.recorded_windows(lm.tokenizer, 20, 120, 30, seed=0)
+    assert again["chain_id"].tolist() == w["chain_id"].tolist()  # seeded
+    text = "We add the numbers. Wait, that is wrong because the sum is odd. So we redo it. The answer is 4."
+    whole = [s for s in BL.annotate(text) if s.backtracking]
+    assert len(whole) == 1
+    inside = whole[0].start + 10  # the window opens mid-sentence, after the cue word
+    clipped = BR.window_sentences(text, inside, 45)
+    assert [s.backtracking for s in clipped] == [True, False]
+    assert clipped[0].start == 0 and clipped[0].text == text[inside:whole[0].end]
+
+
+def test_paired_difference_of_lag_fits_is_paired_by_chain(tiny_run):
+    _, chains, acts, labels = tiny_run
+    split_of = LP.chain_split(chains["chain_id"], (0.5, 0.25, 0.25), seed=0)
+    _, fits = LP.lag_sweep(acts, labels, split_of, [0, 4], Cs=(1.0,), n_boot=50, progress=False)
+    a, b = fits[("layer 1", 0)], fits[("token identity", 0)]
+    d, lo, hi = LP.paired_difference(a, 0, b, 0, labels, acts.tokens, n_boot=300, seed=0)
+    assert d == pytest.approx(LP.auroc(labels[a.test_rows], a.test_score) - LP.auroc(labels[b.test_rows], b.test_score))
+    assert lo <= d <= hi
+    same = LP.paired_difference(a, 0, a, 0, labels, acts.tokens, n_boot=100, seed=0)
+    assert same == (0.0, 0.0, 0.0)  # the same draws for both sides: no spread at all
+    c = fits[("layer 1", 4)]
+    d4 = LP.paired_difference(a, 0, c, 4, labels, acts.tokens, n_boot=100, seed=0)[0]
+    assert d4 == pytest.approx(LP.auroc(labels[a.test_rows], a.test_score) - LP.auroc(labels[c.test_rows + 4], c.test_score))
+
+
+def test_thinning_keeps_every_positive_training_pair(tiny_run):
+    _, chains, acts, labels = tiny_run
+    split_of = LP.chain_split(chains["chain_id"], (0.5, 0.25, 0.25), seed=0)
+    split = acts.tokens["chain_id"].map(split_of).to_numpy()
+    full = LP.fit_lag(acts.layer(1), labels, acts.tokens, split, 0, Cs=(1.0,), n_boot=20)
+    thin = LP.fit_lag(acts.layer(1), labels, acts.tokens, split, 0, Cs=(1.0,), n_boot=20, max_train_tokens=400)
+    assert thin.row["n_train"] == full.row["n_train"]  # the row reports the split, thinned or not
+    train = (split == "train")
+    kept = LP._thin_train(train, labels, 400, 0)
+    assert kept.sum() == 400 and labels[kept].sum() == labels[train].sum()
+    assert thin.row["n_test"] == full.row["n_test"] and np.isfinite(thin.row["auroc"])
+
+
+def test_chapter_08_reads_recorded_chains_on_the_smoke_profile(tmp_path, monkeypatch):
+    """The default of the workshop: windows of the shipped reasoning chains, read by the smoke
+    profile's tiny model; too few events on 12 windows, so its three claims are dropped, named."""
+    import json
+
+    from pika_utils.book import runner as book
+    from pika_utils.book import verdicts
+
+    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
+    book.stage_book(tmp_path)
+    book.execute_chapters("smoke", chapters=["08_backtracking"], root=tmp_path, progress=False,
+                          overrides={"bt_chains": "recorded", "bt_llm_annotator": None})
+    nb = json.loads((tmp_path / "book" / "chapters" / "08_backtracking.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = json.dumps([o.get("data", {}) or o.get("text", "") for o in outputs])
+    assert "recorded chains of sky-t1-27b-long" in text and "window_start" in text
+    dropped = verdicts.dropped("smoke")
+    assert {"c8-lag0-beats-token", "c8-auroc-falls-with-lag", "c8-lag8-beats-token"} <= set(dropped["claim_id"])

@@ -128,6 +128,13 @@ PARAMETERS: dict[str, Param] = {
     "cascade_grid": Param("int", check=_range(2, 1001)),
     "reader": Param("str", optional=True, check=lambda v: None if v.strip() else "must not be blank",
                     help="the model whose activations reader probes read for every member (null: the cheapest)"),
+    # the recorded pool (chapters 6 and 7): models known by their graded outcomes
+    "recorded_sources": Param("dict", check=lambda v: _sources(v),
+                              help="the problems the recorded members answered, e.g. {math500: {}}"),
+    "recorded_members": Param("list", check=lambda v: None if len(v) >= 2 else "must name at least two members",
+                              help="shipped member names, or {name, file, size_b | price} for your own outcomes file"),
+    "recorded_reader": Param("str", help="the small local model whose activations predict every recorded member"),
+    "recorded_folds": Param("int", check=_range(2, 100), help="cross-fitting folds over the recorded problems"),
     # the code domain (chapter 10)
     "code_sources": Param("dict", check=lambda v: None if v else "must name at least one code source",
                           help="code problem sources, e.g. {humaneval: {limit: 60}}"),

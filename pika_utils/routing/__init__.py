@@ -3,5 +3,7 @@
 ``rules`` (the threshold cascade and utility argmax, pure functions), ``evaluation`` (single
 members, random, oracle, routing cost, frontiers, paired intervals), ``pool`` (a profile's pool,
 each member with its rollouts and probe), ``reader`` (one small model's probes for every member),
-``router`` (a saved Router applied to new questions). Chapters 3 (reader), 5, 6.
+``router`` (a saved Router applied to new questions), ``crossfit`` (every problem scored and
+routed by probes and settings that never saw it), ``recorded`` (the recorded pool: models known by
+their graded outcomes, routed by one small reader). Chapters 3 (reader), 5, 6, 7.
 Imports: everything below it (``core`` to ``probes``)."""
