@@ -192,6 +192,11 @@ def read_outcomes_file(path: str | Path, problems: pd.DataFrame, *, name: str | 
         bad = df["output_tokens"].notna() & ~(t.notna() & (t >= 0) & (t == np.floor(t.fillna(0))))
         if bad.any():
             errors.append(f"column 'output_tokens' must be a whole number >= 0: {rows(bad)}")
+    if "input_tokens" in df.columns:
+        t = pd.to_numeric(df["input_tokens"], errors="coerce")
+        bad = df["input_tokens"].notna() & ~(t.notna() & (t >= 0) & (t == np.floor(t.fillna(0))))
+        if bad.any():
+            errors.append(f"column 'input_tokens' must be a whole number >= 0 (or empty: the question's tokens): {rows(bad)}")
     if "response" in df.columns:
         bad = df["response"].notna() & ~df["response"].map(lambda v: isinstance(v, str))
         if bad.any():
@@ -230,6 +235,10 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
     """A profile's ``recorded_members``: shipped names, or mappings {name, file, size_b | price,
     model, mode} naming a user's outcomes file; each checked to cover ``problems``."""
     out = []
+    # a user's file is matched against every recorded problem, then cut to the chosen ones (as the
+    # shipped members are), so a complete file works with a limited problem set
+    universe = pd.concat([problems[["problem_id", "question"]], recorded_problems()[["problem_id", "question"]]])
+    universe = universe.drop_duplicates("problem_id").reset_index(drop=True)
     for item in spec:
         if isinstance(item, str):
             out.append(shipped_member(item))
@@ -244,7 +253,9 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
         if "size_b" not in item and "price" not in item:
             raise InputError(f"recorded_members[{item['name']!r}]: give 'size_b' (billions of parameters, priced by "
                              "its size tier) or 'price' {input_per_m, output_per_m}")
-        outcomes = read_outcomes_file(item["file"], problems, name=str(item["name"]))
+        _check_price(item)
+        outcomes = read_outcomes_file(item["file"], universe, name=str(item["name"]))
+        outcomes = outcomes[outcomes["problem_id"].isin(set(problems["problem_id"]))].reset_index(drop=True)
         out.append(RecordedMember(str(item["name"]), outcomes, str(item.get("model", item["name"])),
                                   str(item.get("mode", "recorded")), item.get("size_b"), item.get("price"),
                                   source=f"file:{item['file']}"))
@@ -258,6 +269,26 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
             raise InputError(f"recorded member {m.name!r} ({m.source}) has no outcome for {len(lacking)} of the "
                              f"{len(want)} problems, e.g. {sorted(lacking)[:3]}; routing needs every member on every problem")
     return out
+
+
+def _check_price(item: Mapping) -> None:
+    """A member's size (billions, with a price tier) or price (two non-negative numbers), named."""
+    from ..core.prices import SIZE_TIERS
+
+    name = item["name"]
+    if "price" in item:
+        p = item["price"]
+        ok = isinstance(p, Mapping) and {"input_per_m", "output_per_m"} <= set(p) and all(
+            isinstance(p[k], (int, float)) and not isinstance(p[k], bool) and p[k] >= 0 for k in ("input_per_m", "output_per_m"))
+        if not ok:
+            raise InputError(f"recorded_members[{name!r}]: price={p!r} must be {{input_per_m: $, output_per_m: $}} "
+                             "per million tokens, both numbers >= 0")
+    if "size_b" in item:
+        v = item["size_b"]
+        top = SIZE_TIERS[-1][0]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= top:
+            raise InputError(f"recorded_members[{name!r}]: size_b={v!r} must be a number of billions of parameters in "
+                             f"(0, {top}] (the price tiers' range); give a price instead for a larger model")
 
 
 def recorded_chains(member: str = "sky-t1-27b-long") -> pd.DataFrame:
