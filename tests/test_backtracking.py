@@ -244,8 +244,8 @@ def test_probes_and_baselines_on_the_smoke_model(tiny_run):
 
 
 def test_chapter_08_runs_on_the_smoke_profile(tmp_path, monkeypatch):
-    """papermill runs chapter 8 on the smoke profile: chains, labels, activations, probes, the
-    LLM annotator's code path; its figures and tables are in the executed notebook (the whole
+    """papermill runs chapter 8 on the smoke profile with chains the tiny model writes (the
+    generated path): chains, labels, activations, probes, the LLM annotator's code path; its figures and tables are in the executed notebook (the whole
     smoke book, rendered, is tests/test_book.py)."""
     import json
 
@@ -253,7 +253,8 @@ def test_chapter_08_runs_on_the_smoke_profile(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
     book.stage_book(tmp_path)
-    timings = book.execute_chapters("smoke", chapters=["08_backtracking"], root=tmp_path, progress=False)
+    timings = book.execute_chapters("smoke", chapters=["08_backtracking"], root=tmp_path, progress=False,
+                                    overrides={"bt_chains": "generated"})  # the book's smoke run reads recorded chains
     assert set(timings) == {"08_backtracking"}
     nb = json.loads((tmp_path / "book" / "chapters" / "08_backtracking.ipynb").read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
@@ -319,22 +320,16 @@ def test_thinning_keeps_every_positive_training_pair(tiny_run):
     assert thin.row["n_test"] == full.row["n_test"] and np.isfinite(thin.row["auroc"])
 
 
-def test_chapter_08_reads_recorded_chains_on_the_smoke_profile(tmp_path, monkeypatch):
-    """The default of the workshop: windows of the shipped reasoning chains, read by the smoke
-    profile's tiny model; too few events on 12 windows, so its three claims are dropped, named."""
-    import json
-
-    from pika_utils.book import runner as book
-    from pika_utils.book import verdicts
-
-    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    book.stage_book(tmp_path)
-    book.execute_chapters("smoke", chapters=["08_backtracking"], root=tmp_path, progress=False,
-                          overrides={"bt_chains": "recorded", "bt_llm_annotator": None})
-    nb = json.loads((tmp_path / "book" / "chapters" / "08_backtracking.ipynb").read_text())
-    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = json.dumps([o.get("data", {}) or o.get("text", "") for o in outputs])
-    assert "recorded chains of sky-t1-27b-long" in text and "window_start" in text
-    dropped = verdicts.dropped("smoke")
-    assert {"c8-lag0-beats-token", "c8-auroc-falls-with-lag", "c8-lag8-beats-token"} <= set(dropped["claim_id"])
+def test_weighted_metrics_equal_the_plain_metrics_on_the_resampled_tokens():
+    """Several draws at once, with tied scores: each draw's AUROC and F1 are those of the table in
+    which every chain's tokens appear as often as the draw counts it."""
+    rng = np.random.default_rng(3)
+    chain = rng.integers(0, 12, 400)
+    y = (rng.random(400) < 0.2).astype(int)
+    s = np.round(rng.normal(size=400) + y, 1)  # rounding makes ties, across chains too
+    counts = rng.integers(0, 3, (6, 12))
+    auc, f1 = LP.weighted_metrics(y, s, chain, counts, 0.3)
+    for b in range(6):
+        rows = np.concatenate([np.flatnonzero(chain == c) for c in range(12) for _ in range(counts[b, c])])
+        assert auc[b] == pytest.approx(LP.auroc(y[rows], s[rows]))
+        assert f1[b] == pytest.approx(LP.f1_at(y[rows], s[rows], 0.3))

@@ -78,25 +78,22 @@ def best_threshold(y: np.ndarray, score: np.ndarray) -> float:
 def weighted_metrics(y: np.ndarray, score: np.ndarray, chain_idx: np.ndarray, counts: np.ndarray,
                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and F1 (at ``threshold``) when chain c's tokens count ``counts[b, c]`` times, for
-    every row b of ``counts`` at once: a bootstrap draw of chains without copying tokens. One
-    sort gives, for every pair of chains (c, c'), the Mann-Whitney count of c's positives over
-    c''s negatives (ties one half); a draw's count is then ``w P w'``, so each draw costs
-    (chains x chains), not tokens."""
+    every row b of ``counts`` at once: a bootstrap draw of chains without copying tokens. For
+    every pair of chains (c, c') the Mann-Whitney count of c's positives over c''s negatives
+    (ties one half) is computed once; a draw's count is then ``w P w'``, so each draw costs
+    (chains x chains), not tokens, and memory grows with the tokens, not tokens x chains."""
     y = np.asarray(y).astype(bool)
     score = np.asarray(score, dtype=float)
     chain_idx = np.asarray(chain_idx)
     w = np.asarray(counts, dtype=float)
     n_ch = w.shape[1]
-    order = np.argsort(score, kind="stable")
-    s_sorted, y_sorted, c_sorted = score[order], y[order], chain_idx[order]
-    group_start = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]  # tie groups of equal score
-    gid = np.repeat(np.arange(len(group_start)), np.diff(np.r_[group_start, len(s_sorted)]))
-    neg = ~y_sorted
-    neg_group = np.zeros((len(group_start), n_ch))
-    np.add.at(neg_group, (gid[neg], c_sorted[neg]), 1.0)
-    neg_below = np.cumsum(neg_group, axis=0) - neg_group  # per chain, strictly lower scores
+    pos_s, pos_c = score[y], chain_idx[y]
     pair = np.zeros((n_ch, n_ch))
-    np.add.at(pair, c_sorted[y_sorted], neg_below[gid[y_sorted]] + 0.5 * neg_group[gid[y_sorted]])
+    for c2 in np.unique(chain_idx[~y]):
+        neg = np.sort(score[~y & (chain_idx == c2)])
+        below = np.searchsorted(neg, pos_s, side="left")
+        ties = np.searchsorted(neg, pos_s, side="right") - below
+        pair[:, c2] = np.bincount(pos_c, weights=below + 0.5 * ties, minlength=n_ch)
     u = np.einsum("bc,cd,bd->b", w, pair, w)
     tot_p = w @ np.bincount(chain_idx[y], minlength=n_ch)
     tot_n = w @ np.bincount(chain_idx[~y], minlength=n_ch)
@@ -156,13 +153,15 @@ def _fit_logistic(Xtr, ytr, Xva, yva, Cs: Sequence[float], seed: int):
 
 
 def _thin_train(train: np.ndarray, y: np.ndarray, max_tokens: int | None, seed: int) -> np.ndarray:
-    """At most ``max_tokens`` training pairs: every positive, and a seeded sample of negatives
-    (the fit is class-weighted, so thinning the majority class changes little but its cost)."""
+    """At most ``max_tokens`` training pairs (more only where positives alone would fill it: then
+    as many negatives as positives): every positive, and a seeded sample of negatives (the fit is
+    class-weighted, so thinning the majority class changes little but its cost)."""
     idx = np.flatnonzero(train)
     if max_tokens is None or len(idx) <= max_tokens:
         return train
     pos, neg = idx[y[idx] == 1], idx[y[idx] == 0]
-    keep = np.r_[pos, np.random.default_rng(seed).choice(neg, max(0, max_tokens - len(pos)), replace=False)]
+    n_neg = min(len(neg), max(max_tokens - len(pos), len(pos)))  # never fewer negatives than positives
+    keep = np.r_[pos, np.random.default_rng(seed).choice(neg, n_neg, replace=False)]
     out = np.zeros_like(train)
     out[keep] = True
     return out

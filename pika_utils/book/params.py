@@ -156,6 +156,14 @@ PARAMETERS: dict[str, Param] = {
     "bt_batch_size": Param("int", check=_range(1, 100_000)),
     "bt_llm_annotator": Param("str", optional=True, help="instruct model for the six-label annotator (null: skip)"),
     "bt_llm_max_chains": Param("int", optional=True, check=_range(1, 1_000_000)),
+    "bt_chains": Param("str", check=_one_of("recorded", "generated"),
+                       help="read the shipped recorded reasoning chains, or chains bt_generator writes"),
+    "bt_recorded_member": Param("str", help="the recorded member whose chains are read (bt_chains: recorded)"),
+    "bt_window": Param("int", check=_range(8, 1_000_000), help="chain tokens read per recorded chain (one window)"),
+    "bt_context": Param("int", check=_range(0, 1_000_000), help="chain tokens read before each window, unlabelled"),
+    "bt_split_fractions": Param("list", check=_fractions, help="train/val/test shares of the chains"),
+    "bt_max_train_tokens": Param("int", optional=True, check=_range(100, 100_000_000),
+                                 help="training pairs per probe: every positive and a seeded sample of the rest"),
     # recoverability of failures (chapter 9)
     "recover_specialist": Param("str", help="S: the model whose failed rollouts are read and rescued"),
     "recover_reference": Param("str", help="A: S's ancestor (paper) or the nearest model sharing S's tokenizer"),
@@ -239,7 +247,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 #: The keys that name models: lists of them, and single ones.
 MODEL_LISTS = ("models", "budget_models", "difficulty_models", "code_models")
-MODEL_KEYS = ("reader", "bt_generator", "bt_reader", "bt_llm_annotator", "recover_specialist", "recover_reference")
+MODEL_KEYS = ("reader", "recorded_reader", "bt_generator", "bt_reader", "bt_llm_annotator", "recover_specialist", "recover_reference")
 
 
 def _unknown_model_keys(params: Mapping[str, Any]) -> list[str]:
