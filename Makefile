@@ -46,7 +46,7 @@ install: $(STAMP)
 lock: $(UV)
 	python3 tools/lock.py --uv $(UV)
 
-## make book [PROFILE=smoke|workshop|paper]: execute every chapter and render _build/html
+## make book [PROFILE=smoke|workshop|paper]: execute every chapter and render books/$(PROFILE)/_build/html
 book: install
 	$(PY) -m pika_utils.cli book --profile $(PROFILE)
 
@@ -63,4 +63,4 @@ test-slow: install
 	$(VENV)/bin/pytest -q -m slow
 
 clean-book:
-	rm -rf _build book/chapters
+	rm -rf books _build book/chapters

@@ -30,8 +30,8 @@ def _book(args: argparse.Namespace) -> int:
         print(render(plan))
         return 1 if plan.errors else 0
     try:
-        make_book(args.profile, chapters=args.chapters, root=Path(args.root), overrides=overrides,
-                  build=not args.no_build)
+        make_book(args.profile, chapters=args.chapters, root=Path(args.root) if args.root else None,
+                  overrides=overrides, build=not args.no_build)
     except ChapterFailed as e:
         print(f"[book] FAILED: {e}", file=sys.stderr)
         return 1
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("book", help="execute the chapters for a profile and render the book")
     b.add_argument("--profile", default="workshop", help="smoke, workshop, paper, or a YAML file")
     b.add_argument("--chapters", nargs="*", help="only these chapters (default: all in _toc.yml)")
-    b.add_argument("--root", default=str(Path(__file__).resolve().parent.parent), help="book root")
+    b.add_argument("--root", default=None, help="book root (default: books/<profile>, one folder per profile)")
     b.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="override one parameter (VALUE parsed as JSON when it can be)")
     b.add_argument("--no-build", action="store_true", help="execute notebooks only")

@@ -92,10 +92,19 @@ def test_failing_cell_names_notebook_and_cell(tmp_path, monkeypatch):
         book.execute_chapters(params, root=tmp_path, progress=False)
 
 
-def test_smoke_book_end_to_end(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """The whole smoke book, executed and rendered once for the tests that read it."""
+    root = tmp_path_factory.mktemp("smoke_book")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIKA_DATA_DIR", str(root / "runs"))
+        index = book.make_book("smoke", root=root)
+    return root, index
+
+
+def test_smoke_book_end_to_end(smoke_book):
     """papermill runs every chapter on the smoke profile and Jupyter Book renders them."""
-    monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    index = book.make_book("smoke", root=tmp_path)
+    tmp_path, index = smoke_book
     assert index.exists()
     min_figures = {"01_rollouts": 3, "02_activations": 1, "03_probes": 2, "04_difficulty": 2}
     for name in book.toc_chapters():
@@ -150,8 +159,48 @@ def check_clean_pages(root: Path) -> None:
         assert not outside, f"{html.name} loads {outside[:3]}"
 
 
-def test_smoke_book_pages_are_clean(tmp_path, monkeypatch):
+def test_smoke_book_pages_are_clean(smoke_book):
     """The executed smoke chapters carry no progress bar or warning; exercises run; no CDN."""
+    check_clean_pages(smoke_book[0])
+
+
+def test_smoke_book_pages_a_reader_reads(smoke_book):
+    """The first page says what the run found; the verdict page's table is a reader's (claims in
+    full, interval beside the estimate, coloured verdicts, no raw NaN or scientific notation);
+    chapter 8 read windows of the recorded reasoning chains (the workshop's default)."""
+    root, _ = smoke_book
+    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert "What this run found" in intro and "claims" in intro and "smoke" in intro
+    page = (root / "_build" / "html" / "book" / "chapters" / "11_verdicts.html").read_text()
+    tables = re.findall(r"<table.*?</table>", page, re.S)
+    table = next(t for t in tables if "estimate [95% interval]" in t)
+    assert "background:#" in table  # the verdicts as coloured labels
+    for t in tables:  # every table of the page: a dash for missing values, plain decimals
+        assert "NaN" not in t and not re.search(r"\de-\d", t)
+    ch8 = (root / "book" / "chapters" / "08_backtracking.ipynb").read_text()
+    assert "recorded chains of sky-t1-27b-long" in ch8
+
+
+def test_the_first_page_says_what_this_run_found(tmp_path, monkeypatch):
+    """book/findings.md is read from the saved verdicts of the chapters just run: counts, and the
+    headline claims with their intervals and chapter links; a chapter not run this time is not
+    counted."""
+    from pika_utils.book import verdicts
+
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path / "runs"))
-    book.make_book("smoke", root=tmp_path)
-    check_clean_pages(tmp_path)
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    (tmp_path / "book" / "chapters" / "06_utility_router.ipynb").write_text("{}")
+    verdicts.record("smoke", verdicts.Claim("c6-recorded-beats-best", "06", "Routing beats the best member", "p",
+                                            "accuracy minus the best's", 0.05, 0.01, 0.09, n=500))
+    verdicts.record("smoke", verdicts.Claim("c6-other", "06", "Another", "p", "q", 0.0, -0.3, 0.3, n=40))
+    verdicts.record("smoke", verdicts.Claim("c3-old", "03", "From an earlier run", "p", "q", 0.5, 0.4, 0.6, n=9))
+    text = book.write_findings(tmp_path, "smoke", chapters=["06_utility_router"]).read_text()
+    assert "Of **2 claims**" in text and "**1 were reproduced**" in text and "**1 stay undecided**" in text
+    assert "- **reproduced**: Routing beats the best member. accuracy minus the best's: 0.050 [0.010, 0.090], n = 500" in text
+    assert "{doc}`chapter 6 <chapters/06_utility_router>`" in text and "earlier run" not in text
+
+
+def test_each_profile_builds_in_its_own_folder():
+    assert book.profile_root("workshop") == book.BOOKS_DIR / "workshop"
+    assert book.profile_root("paper-k50") != book.profile_root("paper")  # both say `profile: paper`
+    assert book.profile_root(book.PROFILES_DIR / "smoke.yaml") == book.BOOKS_DIR / "smoke"

@@ -237,7 +237,9 @@ def test_readme_bring_your_own_is_followed_verbatim(tmp_path):
     problems = next((tmp_path / "runs" / "problems").glob("*/problems.json"))
     files = store.read_json(problems)["sources"][0]["files"]
     assert files[0]["sha256"] == store.file_sha256(EXAMPLE)
-    nb = json.loads((ROOT / "book" / "chapters" / "01_rollouts.ipynb").read_text())
+    from pika_utils.book.runner import profile_root
+
+    nb = json.loads((profile_root("smoke") / "book" / "chapters" / "01_rollouts.ipynb").read_text())  # books/smoke
     shown = json.dumps([c.get("outputs") for c in nb["cells"]])
     assert "file:my_problems" in shown and store.file_sha256(EXAMPLE)[:12] in shown  # the provenance note
 

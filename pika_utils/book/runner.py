@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import yaml
 
 from ..core import store
@@ -290,6 +291,8 @@ def build_book(root: Path = REPO_ROOT) -> Path:
     summary = Path(root) / "book" / "run_summary.md"
     if not summary.exists():  # the intro includes it; a build without a recorded run says so
         store.atomic_write_bytes(summary, b"No run of the chapters was recorded in this folder (the runner writes this).\n")
+    if not (Path(root) / FINDINGS_PAGE).exists():
+        store.atomic_write_bytes(Path(root) / FINDINGS_PAGE, b"No verdicts were recorded in this folder (the runner writes this).\n")
     write_environment_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
@@ -316,15 +319,69 @@ def write_run_summary(root: Path, profile: str | Path | Mapping[str, Any], timin
     return path
 
 
-def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path = REPO_ROOT,
+#: The claims the first page shows first when this run recorded them (the book's main questions:
+#: probes against the words, human difficulty, routing models you cannot run, reasoning and
+#: predictability, anticipating backtracking).
+HEADLINES = ("c3-all-maj_correct-vs-tfidf", "c4-human-decodable", "c6-recorded-beats-best", "c7-recorded-reader",
+             "c8-lag8-beats-token")
+FINDINGS_PAGE = Path("book") / "findings.md"
+
+
+def write_findings(root: Path, profile_name: str, chapters: Sequence[str] | None = None) -> Path:
+    """The first page's findings, read from this run's saved verdicts (of ``chapters``, the ones
+    just executed, e.g. '06_utility_router'): how many claims were reproduced, not reproduced or
+    left undecided, and the headline results with their intervals, each linked to its chapter
+    (``book/findings.md``, included by the intro)."""
+    from . import verdicts
+
+    table, dropped = verdicts.table(profile_name), verdicts.dropped(profile_name)
+    if chapters is not None:
+        ran = {str(c)[:2] for c in chapters}
+        table = table[table["chapter"].astype(str).isin(ran)]
+        dropped = dropped[dropped["chapter"].astype(str).isin(ran)]
+    path = Path(root) / FINDINGS_PAGE
+    if table.empty:
+        return store.atomic_write_bytes(path, b"This run recorded no verdict (see the verdicts chapter).\n")
+    counts = table["verdict"].value_counts()
+    names = {p.stem[:2]: p.stem for p in (Path(root) / "book" / "chapters").glob("*.ipynb")}
+    lines = [f"Of **{len(table)} claims** this **{profile_name}** run tested, **{counts.get('reproduced', 0)} were "
+             f"reproduced**, **{counts.get('not reproduced', 0)} were not** and **{counts.get('undecided', 0)} stay "
+             f"undecided** at this scale" + (f" ({len(dropped)} more could not be tested, each with its reason)"
+                                             if len(dropped) else "") + ". Headline results (95% intervals):", ""]
+    by_id = table.set_index("claim_id") if "claim_id" in table else table.set_index("claim")
+    for cid in [c for c in HEADLINES if c in by_id.index]:
+        r = by_id.loc[cid]
+        ch = str(r["chapter"])
+        link = f"{{doc}}`chapter {int(ch)} <chapters/{names[ch]}>`" if ch in names else f"chapter {int(ch)}"
+        n = "" if pd.isna(r["n"]) else f", n = {int(r['n'])}"
+        lines.append(f"- **{r['verdict']}**: {r['claim']}. {r['quantity']}: {r['estimate']:.3f} "
+                     f"[{r['low']:.3f}, {r['high']:.3f}]{n} ({link}).")
+    return store.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+#: Each profile's book (executed chapters and HTML) lives apart, so a smoke run does not replace
+#: the workshop's pages: ``books/<profile>/book/chapters`` and ``books/<profile>/_build/html``.
+BOOKS_DIR = REPO_ROOT / "books"
+
+
+def profile_root(profile: str | Path | Mapping[str, Any]) -> Path:
+    """Where ``profile``'s book is built: ``books/<its file's name>`` (paper-k50 apart from paper;
+    a profile given as a mapping: its ``profile`` key)."""
+    name = profile.get("profile", "custom") if isinstance(profile, Mapping) else Path(str(profile)).stem
+    return BOOKS_DIR / store.path_safe(str(name))
+
+
+def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path | None = None,
               overrides: Mapping[str, Any] | None = None, build: bool = True) -> Path | None:
-    """The main job: execute every chapter for ``profile`` and render the book."""
-    root = Path(root)
+    """The main job: execute every chapter for ``profile`` and render the book, under
+    ``books/<profile>`` unless ``root`` says where."""
+    root = Path(root) if root is not None else profile_root(profile)
     if root.resolve() != REPO_ROOT.resolve():
         stage_book(root)
     t0 = time.perf_counter()
     timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
     write_run_summary(root, profile, timings, time.perf_counter() - t0)
+    write_findings(root, str(load_profile(profile).get("profile", profile)), chapters=list(timings))
     index = build_book(root) if build else None
     print(f"[book] done in {time.perf_counter() - t0:.0f} s" + (f": {index}" if index else ""), flush=True)
     return index
