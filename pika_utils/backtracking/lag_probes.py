@@ -106,17 +106,23 @@ def weighted_metrics(y: np.ndarray, score: np.ndarray, chain_idx: np.ndarray, co
     return auc, f1
 
 
+def chain_draws(n_chains: int, n_boot: int, seed: int, block: int = 200):
+    """Bootstrap draws of chains with replacement, in blocks: each a (draws, n_chains) array of how
+    often every chain was drawn (the weights ``weighted_metrics`` takes)."""
+    rng = np.random.default_rng(seed)
+    for b0 in range(0, n_boot, block):
+        draws = rng.integers(0, n_chains, (min(block, n_boot - b0), n_chains))
+        yield np.stack([np.bincount(d, minlength=n_chains) for d in draws])
+
+
 def chain_bootstrap(y: np.ndarray, score: np.ndarray, chain: np.ndarray, threshold: float, *, n_boot: int = 1000,
                     seed: int = 0, level: float = 0.95, block: int = 200) -> dict[str, float]:
     """Percentile intervals of AUROC and F1 (at a fixed threshold) resampling *chains* with
     replacement: each draw weights every token by how often its chain was drawn."""
     _, cidx = np.unique(chain, return_inverse=True)
     n_chains = int(cidx.max()) + 1 if len(cidx) else 0
-    rng = np.random.default_rng(seed)
     aucs, f1s = [], []
-    for b0 in range(0, n_boot, block):
-        draws = rng.integers(0, n_chains, (min(block, n_boot - b0), n_chains))
-        counts = np.stack([np.bincount(d, minlength=n_chains) for d in draws])
+    for counts in chain_draws(n_chains, n_boot, seed, block):
         a, f = weighted_metrics(y, score, cidx, counts, threshold)
         aucs.append(a)
         f1s.append(f)
@@ -269,11 +275,8 @@ def paired_difference(a: LagFit, lag_a: int, b: LagFit, lag_b: int, labels: np.n
     ca, cb = inv[:len(a.test_rows)], inv[len(a.test_rows):]
     ya, yb = labels[a.test_rows + lag_a], labels[b.test_rows + lag_b]
     point = auroc(ya, a.test_score) - auroc(yb, b.test_score)
-    rng = np.random.default_rng(seed)
     diffs = []
-    for b0 in range(0, n_boot, 200):
-        draws = rng.integers(0, len(ids), (min(200, n_boot - b0), len(ids)))
-        counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws])
+    for counts in chain_draws(len(ids), n_boot, seed):
         diffs.append(weighted_metrics(ya, a.test_score, ca, counts, np.inf)[0]
                      - weighted_metrics(yb, b.test_score, cb, counts, np.inf)[0])
     d = np.concatenate(diffs)

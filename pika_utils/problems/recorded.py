@@ -8,7 +8,6 @@ through an API) is read by ``read_outcomes_file`` with the bad-input rules of ``
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .files import InputError, read_table
+from ..core.store import file_sha256
+from .files import InputError, _rows, read_table
+from .sources import MATH500_HUB as HUB, _norm_question, math500_hub
 from .table import rank_sample, validate_problems
 
 RECORDED_DIR = Path(__file__).with_name("data") / "recorded_math500"
 SOURCE = "math500"
-HUB = "HuggingFaceH4/MATH-500"
 #: The shipped members: the model behind each file, how it answered, and its size (billions of
 #: parameters) for the price tier. Sizes are the public model cards'.
 SHIPPED: dict[str, dict[str, Any]] = {
@@ -60,7 +60,7 @@ def shipped_file(name: str, folder: Path = RECORDED_DIR) -> Path:
     sums = json.loads(sums_path.read_text(encoding="utf-8"))
     if name not in sums:
         raise RecordedDataError(f"{path} has no checksum in {sums_path}: not a shipped file")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     if digest != sums[name]:
         raise RecordedDataError(f"{path} is damaged: its sha256 is {digest[:16]}..., the shipped file's is "
                                 f"{sums[name][:16]}...; restore it (git checkout, or reinstall pika_utils). "
@@ -79,22 +79,6 @@ def recorded_problems(folder: Path = RECORDED_DIR) -> pd.DataFrame:
     return raw.assign(problem_id=[problem_id(i) for i in raw["idx"]])
 
 
-def _norm(q: str) -> str:
-    return " ".join(str(q).split())
-
-
-def _hub_questions() -> tuple[pd.DataFrame | None, str]:
-    """MATH-500 from the hub (or the local cache with HF_HUB_OFFLINE=1), or None and why not."""
-    from .hub_sources import _offline_libraries, datasets_or_fail
-
-    try:
-        datasets, offline, _ = datasets_or_fail(HUB, "Offline: the copy packaged with pika_utils.")
-        with _offline_libraries(offline):
-            return datasets.load_dataset(HUB, split="test").to_pandas(), f"hub:{HUB}"
-    except Exception as e:  # noqa: BLE001 - any hub failure falls back to the packaged copy, and says so
-        return None, f"{type(e).__name__}: {str(e).split('. ')[0][:160]}"
-
-
 def load_math500(limit: int | None = None, seed: int = 0, hub: bool = True) -> pd.DataFrame:
     """All 500 MATH-500 problems with their human levels (difficulty_kind 'math_level'): the
     questions from the hub when it answers and agrees with the recorded members' questions, else
@@ -102,10 +86,10 @@ def load_math500(limit: int | None = None, seed: int = 0, hub: bool = True) -> p
     rec = recorded_problems()
     where = "packaged:recorded_math500"
     if hub:
-        frame, why = _hub_questions()
+        frame, why = math500_hub("the copy packaged with pika_utils")
         if frame is not None:
             same = (len(frame) == len(rec)
-                    and [_norm(q) for q in frame["problem"]] == [_norm(q) for q in rec["question"]])
+                    and [_norm_question(q) for q in frame["problem"]] == [_norm_question(q) for q in rec["question"]])
             where = why if same else f"{where} (the hub's {HUB} differs from the recorded questions)"
         else:
             where = f"{where} (hub not used: {why})"
@@ -176,10 +160,8 @@ def read_outcomes_file(path: str | Path, problems: pd.DataFrame, *, name: str | 
                          f"'response' or 'output_tokens'; it has columns {list(df.columns)}")
     errors: list[str] = []
 
-    def rows(mask) -> str:
-        idx = np.flatnonzero(np.asarray(mask))
-        more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-        return ", ".join(f"row {i + 1}" for i in idx[:5]) + more
+    def rows(mask) -> str:  # a file's rows count from 1
+        return _rows(df, np.asarray(mask, dtype=bool), None, first_row=1)
 
     if path.suffix.lower() == ".csv":  # a CSV's cells are text: an empty cell is missing
         df = df.replace("", None)
@@ -212,8 +194,8 @@ def read_outcomes_file(path: str | Path, problems: pd.DataFrame, *, name: str | 
         ids = df["problem_id"].astype(str)
         unknown = ~ids.isin(set(problems["problem_id"]))
     else:
-        by_q = {_norm(q): pid for q, pid in zip(problems["question"], problems["problem_id"])}
-        ids = df["question"].map(lambda q: by_q.get(_norm(q)) if isinstance(q, str) else None)
+        by_q = {_norm_question(q): pid for q, pid in zip(problems["question"], problems["problem_id"])}
+        ids = df["question"].map(lambda q: by_q.get(_norm_question(q)) if isinstance(q, str) else None)
         unknown = ids.isna()
     if unknown.any():
         errors.append(f"column {key!r}: {int(unknown.sum())} row(s) match no problem of the set "

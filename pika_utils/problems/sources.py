@@ -180,20 +180,28 @@ def math500_levels() -> tuple[pd.DataFrame, str]:
     """MATH-500's human-assigned levels (1-5) by index, and where they came from: the hub's
     HuggingFaceH4/MATH-500 (or its local cache with HF_HUB_OFFLINE=1) through the one hub path
     of ``hub_sources``, else the table packaged in pika_utils/problems/data, saying why."""
-    from .hub_sources import _offline_libraries, datasets_or_fail
-
-    try:
-        datasets, offline, _ = datasets_or_fail(MATH500_HUB, "Offline: the level table packaged with pika_utils.")
-        with _offline_libraries(offline):
-            hub = datasets.load_dataset(MATH500_HUB, split="test").to_pandas()
+    hub, why = math500_hub("the level table packaged with pika_utils")
+    if hub is not None:
         table = pd.DataFrame({"index": range(len(hub)), "unique_id": hub["unique_id"], "subject": hub["subject"],
                               "level": hub["level"].astype(int), "question_sha12": [
                                   stable_sha12(_norm_question(q)) for q in hub["problem"]]})
-        return table, f"hub:{MATH500_HUB}"
-    except Exception as e:  # noqa: BLE001 - any hub failure falls back to the packaged table, and says so
-        why = f"{type(e).__name__}: {str(e).split('. ')[0][:160]}"
+        return table, why
     table = pd.read_csv(_LEVELS_CSV, comment="#")
     return table, f"packaged:math500_levels.csv (hub not used: {why})"
+
+
+def math500_hub(offline_source: str) -> tuple[pd.DataFrame | None, str]:
+    """HuggingFaceH4/MATH-500 through the one hub path of ``hub_sources`` (or its local cache with
+    HF_HUB_OFFLINE=1) and ``hub:<repo>``; or None and why not (the caller falls back to
+    ``offline_source`` and says so)."""
+    from .hub_sources import _offline_libraries, datasets_or_fail
+
+    try:
+        datasets, offline, _ = datasets_or_fail(MATH500_HUB, f"Offline: {offline_source}.")
+        with _offline_libraries(offline):
+            return datasets.load_dataset(MATH500_HUB, split="test").to_pandas(), f"hub:{MATH500_HUB}"
+    except Exception as e:  # noqa: BLE001 - any hub failure falls back to the packaged copy, and says so
+        return None, f"{type(e).__name__}: {str(e).split('. ')[0][:160]}"
 
 
 def stable_sha12(text: str) -> str:

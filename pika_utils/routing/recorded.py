@@ -208,38 +208,35 @@ def paired_accuracy(a: pd.DataFrame, b: pd.DataFrame, *, n_boot: int = 1000, see
                         m["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
 
 
+def outcome_and_score(pool: RecordedPool, member: str, score: str = "reader") -> tuple[np.ndarray, np.ndarray]:
+    """A member's outcomes over every problem (the pool's problem order) and a predictor's score
+    for them: 'reader' or 'text' (the cross-fitted held-out probability) or 'level' (minus the
+    human level: harder, less often right)."""
+    ids = pool.problems["problem_id"].to_numpy()
+    y = pool.outcomes[pool.outcomes["member"] == member].set_index("problem_id")["correct"].reindex(ids).to_numpy(float)
+    if score == "level":
+        return y, -pool.problems.set_index("problem_id")["level"].reindex(ids).to_numpy(float)
+    s = method_scores(pool, score)
+    return y, s[(s["member"] == member) & (s["role"] == "held")].set_index("problem_id")["p"].reindex(ids).to_numpy(float)
+
+
 def aurocs(pool: RecordedPool) -> pd.DataFrame:
     """Per member: the cross-fitted AUROC of the reader probe and of the text router over every
-    problem, and of the human level (minus the level: harder, less often right)."""
+    problem, and of the human level."""
     rows = []
-    level = pool.problems.set_index("problem_id")["level"]
     for m in pool.members:
-        o = pool.outcomes[pool.outcomes["member"] == m].set_index("problem_id")["correct"]
-        row = {"member": m, "accuracy": float(o.mean()), "n": int(len(o)),
-               "human level": auroc(o.to_numpy(), -level.reindex(o.index).to_numpy())}
-        for method in METHODS:
-            s = method_scores(pool, method)
-            s = s[(s["member"] == m) & (s["role"] == "held")].set_index("problem_id")["p"].reindex(o.index)
-            row[f"{method} probe" if method == "reader" else "text (TF-IDF)"] = auroc(o.to_numpy(), s.to_numpy())
-        rows.append(row)
+        y, lv = outcome_and_score(pool, m, "level")
+        rows.append({"member": m, "accuracy": float(y.mean()), "n": int(len(y)), "human level": auroc(y, lv),
+                     "reader probe": auroc(*outcome_and_score(pool, m, "reader")),
+                     "text (TF-IDF)": auroc(*outcome_and_score(pool, m, "text"))})
     return pd.DataFrame(rows)
 
 
 def auroc_difference(pool: RecordedPool, a: str, b: str, *, score: str = "reader", n_boot: int = 1000,
                      seed: int = 0) -> tuple[float, float, float]:
     """AUROC for member ``a`` minus for member ``b`` over the same problems, resampled jointly;
-    ``score`` is 'reader', 'text' or 'level' (minus the human level)."""
-    ids = pool.problems["problem_id"].to_numpy()
-    level = pool.problems.set_index("problem_id")["level"].reindex(ids).to_numpy(float)
-
-    def get(member):
-        y = pool.outcomes[pool.outcomes["member"] == member].set_index("problem_id")["correct"].reindex(ids).to_numpy(float)
-        if score == "level":
-            return y, -level
-        s = method_scores(pool, score)
-        return y, s[(s["member"] == member) & (s["role"] == "held")].set_index("problem_id")["p"].reindex(ids).to_numpy(float)
-
-    (ya, sa), (yb, sb) = get(a), get(b)
+    ``score`` as in ``outcome_and_score``."""
+    (ya, sa), (yb, sb) = outcome_and_score(pool, a, score), outcome_and_score(pool, b, score)
     return bootstrap_ci(lambda y1, s1, y2, s2: auroc(y1, s1) - auroc(y2, s2), ya, sa, yb, sb, n_boot=n_boot, seed=seed)
 
 
@@ -301,15 +298,8 @@ def room(pool: RecordedPool) -> dict:
 def auroc_interval(pool: RecordedPool, member: str, score: str = "reader", *, n_boot: int = 1000,
                    seed: int = 0) -> tuple[float, float, float]:
     """One member's AUROC over every problem with a bootstrap interval; ``score`` as in
-    ``auroc_difference``."""
-    ids = pool.problems["problem_id"].to_numpy()
-    y = pool.outcomes[pool.outcomes["member"] == member].set_index("problem_id")["correct"].reindex(ids).to_numpy(float)
-    if score == "level":
-        s = -pool.problems.set_index("problem_id")["level"].reindex(ids).to_numpy(float)
-    else:
-        t = method_scores(pool, score)
-        s = t[(t["member"] == member) & (t["role"] == "held")].set_index("problem_id")["p"].reindex(ids).to_numpy(float)
-    return bootstrap_ci(auroc, y, s, n_boot=n_boot, seed=seed)
+    ``outcome_and_score``."""
+    return bootstrap_ci(auroc, *outcome_and_score(pool, member, score), n_boot=n_boot, seed=seed)
 
 
 def keep_router(pool: RecordedPool, params: Mapping[str, Any], lam: float):
