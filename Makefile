@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock book chapters test test-slow bench clean-book
+.PHONY: install lock book chapters test test-slow bench clean-book sandbox
 
 # A virtual environment installed from the locks: every package at the version and with the file
 # hashes of requirements.lock (torch is its 2.13.0 CPU wheel, so nothing pulls a CUDA build), then
@@ -54,8 +54,12 @@ book: install
 chapters: install
 	$(PY) -m pika_utils.cli book --profile $(PROFILE) --no-build
 
+## make sandbox: check that generated code can be run here (bubblewrap, user namespaces, seccomp)
+sandbox: install
+	@$(PY) -c "from pika_utils.grading import sandbox as s; w = s.available(); print('sandbox: ' + (w or 'ready (bubblewrap ' + s.bwrap_version() + ')')); raise SystemExit(1 if w else 0)"
+
 ## make test: the fast suite (smoke profile, under 10 minutes); CI runs this
-test: install
+test: install sandbox
 	$(VENV)/bin/pytest -q
 
 ## make test-slow: end-to-end runs on the workshop models (tens of minutes)

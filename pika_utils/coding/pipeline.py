@@ -27,6 +27,9 @@ def code_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def code_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, RolloutRun], pd.DataFrame]:
     """The code problems (split like the maths ones), each code model's graded rollouts, and the
     per-problem summary with ``maj_correct`` as the code analogue: most rollouts pass."""
+    from ..grading import sandbox
+
+    sandbox.require()  # no operating-system sandbox: refuse before generating programs nobody may run
     cp = code_params(params)
     problems = pipeline.problem_set(cp["problem_sources"], split_fractions=cp["split_fractions"], seed=cp["seed"])
     cfg = pipeline.sampling_config(cp)

@@ -1,257 +1,269 @@
-"""Run untrusted Python (a model's program and its tests) in a separate, limited process.
+"""Run untrusted Python in a sandbox that holds by the operating system.
 
-Never ``exec`` in our own process. Each program runs as ``python -I -S`` (isolated mode, no
-site-packages: the standard library only) in a fresh temporary directory, with an empty
-environment, and a small bootstrap, given on the command line, that before it runs a line of the
-program:
+Each run is ``python -I -S`` (isolated, standard library only) started by bubblewrap (``bwrap``,
+the maintained tool Flatpak uses) in its own user, mount, PID, network, IPC, UTS and cgroup
+namespaces:
 
-1. sets resource limits (CPU seconds, address space, file size, processes, open files, no core);
-2. moves into a new network namespace where the kernel allows it (root, or unprivileged user
-   namespaces): the process then has no network device but a downed loopback;
-3. drops to the ``nobody`` user when started as root, so files outside its directory, other
-   users' processes and ``/proc/<pid>/environ`` are out of reach at the operating-system level;
-4. installs an audit hook (``sys.addaudithook``, which cannot be removed) that refuses sockets,
-   subprocesses, fork/exec/kill, ctypes, writes and deletions outside the temporary directory,
-   and reads of /proc and /sys. Any refused attempt fails the run ("forbidden"), even if the
-   program caught the exception.
+- **files**: a read-only root holding only ``/usr`` and the Python installation, read-only, a fresh
+  ``/proc`` of its own PID namespace, a minimal ``/dev``, and a small size-capped ``/tmp`` (its
+  working folder and the only writable place). No home, no project, no ``/etc``, no data sets;
+- **network**: its own namespace, with no device but a downed loopback;
+- **processes**: a seccomp filter refuses fork, vfork, clone without ``CLONE_THREAD``, ptrace,
+  namespaces, mounts and sockets; threads stay possible, bounded by the address-space limit. The
+  whole tree is killed at the wall-clock deadline (and dies with its parent);
+- **identity**: uid 65534 inside, no capabilities, an empty environment, a new session;
+- **limits** (set before the program is read): CPU seconds, address space, file size, open files.
 
-The program comes in on stdin with a random nonce; the bootstrap writes its verdict, tagged with
-the nonce, to a private file descriptor, and "pass" only after the tests ran to the end. So a
-``sys.exit(0)`` or ``os._exit(0)`` before the tests, or output that imitates a verdict, cannot pass.
-The parent kills the whole process group at the wall-clock deadline. Output is capped by the file
-size limit (stdout and stderr are files) and only the first ``max_output`` bytes are read back.
-
-What this does not defend against: a program written to attack this bootstrap from inside the
-same interpreter (it could, in principle, find the nonce in memory). The operating-system layers
-(limits, namespace, unprivileged user) are there for that case; run real adversarial code in a
-container or VM.
+Where bubblewrap or the seccomp filter is not available (no ``bwrap``, a kernel without user
+namespaces, an architecture without a filter here), :func:`available` says why and every run
+raises :class:`SandboxUnavailable`: code is never run without the sandbox.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
+import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 #: Verdicts a run can end with; every one but "pass" is a failure.
 REASONS = ("pass", "syntax_error", "assertion", "exception", "timeout", "memory", "forbidden",
            "exit_before_tests", "output_limit", "crash")
 
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
+                "bubblewrap; it needs unprivileged user namespaces, or root)")
+
+
+class SandboxUnavailable(RuntimeError):
+    """No operating-system sandbox here: code is not run, and nothing is graded."""
+
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one run. ``wall_s`` kills the process group; ``cpu_s`` is the kernel's
-    CPU-time limit; ``memory_mb`` the address space; ``file_mb`` the largest file it may write
-    (stdout and stderr included); ``nproc`` processes/threads of its user; ``nofile`` open files."""
+    """Resource limits of one run. ``wall_s`` kills the whole tree; ``cpu_s`` is the kernel's CPU
+    limit; ``memory_mb`` the address space; ``file_mb`` the largest file (stdout included) and the
+    size of its /tmp; ``nofile`` open files; ``max_output`` the bytes of stdout/stderr read back."""
 
     wall_s: float = 10.0
     cpu_s: int = 5
     memory_mb: int = 512
-    file_mb: int = 1
-    nproc: int = 8
+    file_mb: int = 4
     nofile: int = 64
-    max_output: int = 4096  # bytes of stdout/stderr kept in the result
-    network_namespace: bool = True  # try one; the audit hook refuses sockets regardless
-    drop_user: bool | None = None  # when root, run as nobody (65534); None: only where nobody can
-    #                                read the standard library (not when Python lives under /root)
+    max_output: int = 1 << 20
+
+
+@dataclass
+class Run:
+    """What came back from one sandboxed process: its answer on stdout and how it ended."""
+
+    returncode: int | None
+    timed_out: bool
+    stdout: bytes
+    stderr: str
+    seconds: float
 
 
 @dataclass
 class SandboxResult:
-    status: str  # one of REASONS
-    detail: str  # the exception line, the refused call, the signal...
+    """A run's verdict: ``status`` (one of REASONS), its detail, and the harness's answer."""
+
+    status: str
+    detail: str
     returncode: int | None
     seconds: float
-    stdout: str
-    stderr: str
-    netns: bool | None  # whether the program ran in its own network namespace
+    stdout: str  # what the program printed (its stderr stream: stdout carries the answer)
+    answer: dict | None = None
 
     @property
     def passed(self) -> bool:
         return self.status == "pass"
 
 
-# The bootstrap runs first in the child. It reads {"nonce", "fd", "limits", "program"} from stdin.
-# Kept free of f-strings and of anything beyond the standard library, and short: it is the sandbox.
-_BOOTSTRAP = r'''
-import sys, os, json, resource
-_cfg = json.loads(sys.stdin.read()); sys.stdin.close()
-_nonce, _fd, _lim = _cfg.pop("nonce"), _cfg.pop("fd"), _cfg.pop("limits")
-_program, _root = _cfg.pop("program"), os.path.realpath(os.getcwd())
-def _say(status, detail=""):
+def read_answer(run: Run, limits: Limits) -> SandboxResult:
+    """Decide how a run ended. Only a whole, well-formed answer on stdout counts; a process killed,
+    cut or exited early fails closed with the most specific reason."""
+    printed = run.stderr
+    base = dict(returncode=run.returncode, seconds=run.seconds, stdout=printed)
+    if run.timed_out:
+        return SandboxResult("timeout", f"killed at the {limits.wall_s:g} s wall-clock limit", **base)
+    if len(run.stdout) > limits.max_output:
+        return SandboxResult("output_limit", f"answer longer than {limits.max_output} bytes", **base)
     try:
-        os.write(_fd, (_nonce + " " + json.dumps([status, str(detail)[:500]]) + "\n").encode())
-    except OSError:
-        pass
-def _setlimit(which, soft, hard=None):
-    try:
-        resource.setrlimit(which, (soft, soft if hard is None else hard))
-    except (ValueError, OSError):
-        pass
-_netns = False
-if _lim["network_namespace"]:
-    try:
-        import ctypes
-        _netns = ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # CLONE_NEWNET
-    except Exception:
-        _netns = False
-if _lim["drop_user"] and os.geteuid() == 0:
-    os.setgroups([]); os.setgid(65534); os.setuid(65534)
-_mb = 1024 * 1024
-_setlimit(resource.RLIMIT_CPU, _lim["cpu_s"], _lim["cpu_s"] + 1)
-_setlimit(resource.RLIMIT_AS, _lim["memory_mb"] * _mb)
-_setlimit(resource.RLIMIT_FSIZE, _lim["file_mb"] * _mb)
-_setlimit(resource.RLIMIT_NPROC, _lim["nproc"])
-_setlimit(resource.RLIMIT_NOFILE, _lim["nofile"])
-_setlimit(resource.RLIMIT_CORE, 0)
-_say("started", "netns" if _netns else "no-netns")
-_violations = []
-_WRITE = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_REFUSED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-            "os.forkpty", "pty.", "os.kill", "os.killpg", "os.setuid", "ctypes.", "gc.get_referrers",
-            "gc.get_objects", "gc.get_referents", "sys.addaudithook", "os.add_dll_directory",
-            "_posixsubprocess", "os.startfile", "resource.setrlimit", "resource.prlimit",
-            "sys._current_frames", "webbrowser.", "urllib.Request", "http.client.", "ftplib.",
-            "smtplib.", "imaplib.", "poplib.", "nntplib.", "telnetlib.", "os.chroot", "os.unshare",
-            "os.setns", "syslog.", "mmap.__new__", "os.mkfifo", "os.mknod")
-_PATHS_1 = ("os.remove", "os.rmdir", "os.rename", "os.replace", "shutil.rmtree", "shutil.move",
-            "os.chmod", "os.chown", "os.symlink", "os.link", "os.truncate", "os.mkdir", "os.utime",
-            "os.chflags", "os.lchown", "os.setxattr", "os.removexattr", "shutil.copyfile", "shutil.copytree")
-def _inside(path):
-    if isinstance(path, int):
-        return path in (0, 1, 2)
-    try:
-        p = os.path.realpath(os.fsdecode(path))
-    except Exception:
-        return False
-    return p == _root or p.startswith(_root + os.sep)
-def _refuse(event, what):
-    _violations.append(event + ": " + what)
-    raise PermissionError("sandbox refused " + event + " (" + what + ")")
-def _hook(event, args):
-    if event.startswith(_REFUSED):
-        _refuse(event, repr(args)[:120])
-    if event == "open":
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & _WRITE)
-        if writes and not _inside(path):
-            _refuse("open for writing", repr(path))
-        if not isinstance(path, int):
-            p = os.path.realpath(os.fsdecode(path))
-            if p.startswith(("/proc", "/sys")) and not _inside(path):
-                _refuse("open", p)
-    elif event in _PATHS_1:
-        for a in args[:2]:
-            if isinstance(a, (str, bytes, os.PathLike)) and not _inside(a):
-                _refuse(event, repr(a))
-sys.addaudithook(_hook)
-del _cfg
-def _main():
-    try:
-        code = compile(_program, "<program>", "exec")
-    except (SyntaxError, ValueError) as e:
-        return "syntax_error", type(e).__name__ + ": " + str(e)
-    env = {"__name__": "__main__", "__builtins__": __builtins__}
-    try:
-        exec(code, env)
-    except SystemExit as e:
-        return "exit_before_tests", "SystemExit(" + repr(e.code) + ") before the tests finished"
-    except SyntaxError as e:  # the candidate compiled by a test harness
-        return "syntax_error", type(e).__name__ + ": " + str(e)
-    except AssertionError as e:
-        return "assertion", ("AssertionError: " + str(e)).strip()
-    except MemoryError as e:
-        return "memory", "MemoryError"
-    except RecursionError as e:
-        return "exception", "RecursionError: " + str(e)
-    except OSError as e:
-        if getattr(e, "errno", None) == 27:  # EFBIG: the file size limit (stdout too)
-            return "output_limit", "output or file past the size limit"
-        return "exception", type(e).__name__ + ": " + str(e)
-    except BaseException as e:
-        return "exception", type(e).__name__ + ": " + str(e)
-    return "pass", ""
-_status, _detail = _main()
-if _violations:
-    _status, _detail = "forbidden", "; ".join(_violations[:3])
-_say(_status, _detail)
-os._exit(0 if _status == "pass" else 1)
-'''
+        answer = json.loads(run.stdout.decode("utf-8")) if run.stdout else None
+    except (UnicodeDecodeError, ValueError):
+        answer = False
+    if isinstance(answer, dict) and isinstance(answer.get("status"), str):
+        status, detail = answer["status"], str(answer.get("detail", ""))[:500]
+        if status in ("ok", "pass") and run.returncode != 0:
+            return SandboxResult("crash", f"exit code {run.returncode} after answering", **base)
+        if status not in (*REASONS, "ok", "checker_error"):
+            return SandboxResult("crash", f"unknown status {status!r}", **base)
+        return SandboxResult(status, detail, answer=answer, **base)
+    rc = run.returncode
+    sig = -rc if rc is not None and rc < 0 else rc - 128 if rc is not None and rc > 128 else None
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+        return SandboxResult("timeout", f"killed by {signal.Signals(sig).name} (CPU limit {limits.cpu_s} s)", **base)
+    if sig == signal.SIGXFSZ:
+        return SandboxResult("output_limit", "killed by SIGXFSZ (file size limit)", **base)
+    if answer is False:
+        return SandboxResult("crash", "the answer on stdout is not the harness's (something else wrote there)", **base)
+    if rc == 0:
+        return SandboxResult("exit_before_tests", "the process exited 0 before answering", **base)
+    if sig:
+        return SandboxResult("crash", f"killed by signal {sig}", **base)
+    return SandboxResult("exit_before_tests", f"the process exited with code {rc} before answering", **base)
 
 
-def stdlib_readable_by_others() -> bool:
-    """Whether a user other than the owner can read the standard library (every folder above it
-    searchable, the folders readable): the condition for dropping to nobody without breaking imports."""
-    import math
+# ---------------------------------------------------------------------------- seccomp
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+# (fork, vfork, clone, clone3, ptrace, mount, umount2, unshare, setns, bpf, perf_event_open, keyctl,
+#  add_key, request_key, userfaultfd, io_uring_setup, pivot_root, chroot, socket, kexec_load,
+#  init_module, finit_module, process_vm_readv, process_vm_writev) per architecture; None: absent.
+_SYSCALLS = {
+    "x86_64": dict(fork=57, vfork=58, clone=56, clone3=435, ptrace=101, mount=165, umount2=166, unshare=272,
+                   setns=308, bpf=321, perf_event_open=298, keyctl=250, add_key=248, request_key=249,
+                   userfaultfd=323, io_uring_setup=425, pivot_root=155, chroot=161, socket=41,
+                   kexec_load=246, init_module=175, finit_module=313, process_vm_readv=310,
+                   process_vm_writev=311),
+    "aarch64": dict(fork=None, vfork=None, clone=220, clone3=435, ptrace=117, mount=40, umount2=39,
+                    unshare=97, setns=268, bpf=280, perf_event_open=241, keyctl=219, add_key=217,
+                    request_key=218, userfaultfd=282, io_uring_setup=425, pivot_root=41, chroot=51,
+                    socket=198, kexec_load=104, init_module=105, finit_module=273, process_vm_readv=270,
+                    process_vm_writev=271),
+}
+_CLONE_THREAD = 0x00010000
+_RET_ALLOW, _RET_KILL, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+_EPERM, _ENOSYS = 1, 38
+
+
+def seccomp_filter(machine: str | None = None) -> bytes:
+    """The classic-BPF program bwrap loads: foreign ABIs killed, new processes, namespaces, mounts,
+    tracing and sockets refused with EPERM, clone3 with ENOSYS (so libc falls back to clone, whose
+    flags can be read: a thread is allowed, a process is not)."""
+    machine = machine or platform.machine()
+    if machine not in _SYSCALLS:
+        raise SandboxUnavailable(f"no seccomp filter for the {machine} architecture")
+    nr = _SYSCALLS[machine]
+
+    def ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    prog = [ins(LD, 4), ins(JEQ, _AUDIT_ARCH[machine], 1, 0), ins(RET, _RET_KILL), ins(LD, 0)]
+    if machine == "x86_64":  # the x32 ABI's numbers
+        prog += [ins(JGE, 0x40000000, 0, 1), ins(RET, _RET_KILL)]
+    for name, n in nr.items():
+        if n is None or name in ("clone", "clone3"):
+            continue
+        prog += [ins(JEQ, n, 0, 1), ins(RET, _RET_ERRNO | _EPERM)]
+    prog += [ins(JEQ, nr["clone3"], 0, 1), ins(RET, _RET_ERRNO | _ENOSYS),
+             ins(JEQ, nr["clone"], 0, 3), ins(LD, 16), ins(JSET, _CLONE_THREAD, 1, 0),
+             ins(RET, _RET_ERRNO | _EPERM), ins(RET, _RET_ALLOW)]
+    return b"".join(prog)
+
+
+# ---------------------------------------------------------------------------- the command
+
+def python_home() -> tuple[str, str]:
+    """The interpreter and the installation folder the sandbox binds read-only (the base
+    installation, not a virtual environment: the program gets the standard library only)."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    return exe, os.path.realpath(sys.base_prefix)
+
+
+def _root_links() -> list[str]:
+    """/bin, /lib, /lib64, /sbin as the host has them: a symlink into /usr, or a read-only folder."""
+    args = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+    return args
+
+
+def _package_folders(home: str) -> list[str]:
+    """Installed packages' folders under the bound trees, hidden behind empty folders: a data set
+    installed as a package (HumanEval's tests among them) must not be readable from inside."""
+    import glob
     import sysconfig
 
-    for folder in {sysconfig.get_paths()["stdlib"], os.path.dirname(os.path.abspath(math.__file__))
-                   if hasattr(math, "__file__") else sysconfig.get_paths()["stdlib"]}:
-        p = os.path.realpath(folder)
-        if not os.stat(p).st_mode & 0o004:
-            return False
-        while True:
-            if not os.stat(p).st_mode & 0o001:
-                return False
-            if p == os.path.dirname(p):
-                break
-            p = os.path.dirname(p)
-    return True
+    found = set()
+    for root in (home, "/usr", "/usr/local"):
+        for pattern in ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
+                        "lib64/python3*/site-packages"):
+            found.update(os.path.realpath(p) for p in glob.glob(os.path.join(root, pattern)) if os.path.isdir(p))
+    purelib = os.path.realpath(sysconfig.get_paths(vars={"base": home, "platbase": home})["purelib"])
+    if os.path.isdir(purelib):
+        found.add(purelib)
+    return sorted(p for p in found if p.startswith(("/usr/", home + "/")))
 
 
-def _drop_user(limits: Limits) -> bool:
-    if os.geteuid() != 0:
-        return False
-    return stdlib_readable_by_others() if limits.drop_user is None else bool(limits.drop_user)
+def bwrap_command(limits: Limits, seccomp_fd: int) -> list[str]:
+    exe, home = python_home()
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
+    binds = ["--ro-bind", "/usr", "/usr", *_root_links()]
+    if not (home == "/usr" or home.startswith("/usr/")):
+        binds += ["--ro-bind", home, home]
+    binds += [a for d in _package_folders(home) for a in ("--tmpfs", d)]  # the standard library only
+    if os.path.exists("/etc/ld.so.cache"):
+        binds += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    tmp_bytes = str(max(1, limits.file_mb) * 4 * 1024 * 1024)
+    return [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", "65534", "--gid", "65534", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0", "--setenv", "HOME", "/tmp",
+            *binds, "--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/tmp",
+            "--remount-ro", "/", "--chdir", "/tmp", "--seccomp", str(seccomp_fd), "--", exe, "-I", "-S", "-c", _harness_source()]
 
 
-def network_namespace_available() -> bool:
-    """Whether a child here can enter a new network namespace (checked by really doing it)."""
-    r = run_program("import socket\n", Limits(wall_s=10, drop_user=False))
-    return bool(r.netns)
+@lru_cache(maxsize=1)
+def _harness_source() -> str:
+    return (Path(__file__).with_name("harness.py")).read_text(encoding="utf-8")
 
 
-def _read_capped(path: str, n: int) -> str:
+# ---------------------------------------------------------------------------- running
+
+def _read_capped(path: str, n: int) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(n + 1)
+            return f.read(n + 1)
     except OSError:
-        return ""
-    text = data[:n].decode("utf-8", "replace")
-    return text + ("\n[... output cut]" if len(data) > n else "")
+        return b""
 
 
-def run_program(program: str, limits: Limits = Limits(), python: str | None = None) -> SandboxResult:
-    """Run ``program`` (a Python source text: the candidate followed by its tests) in the sandbox
-    and return its verdict. Never raises for anything the program does."""
-    nonce = secrets.token_hex(16)
-    work = tempfile.mkdtemp(prefix="pika-sbx-")  # the program's cwd (its only writable place)
-    private = tempfile.mkdtemp(prefix="pika-sbx-io-")  # outputs and verdict, 0700: not reachable by path
+def run_raw(request: dict, limits: Limits = Limits()) -> Run:
+    """Run the harness in the sandbox with ``request`` (its mode and data) on stdin. Never raises
+    for anything the program does; raises :class:`SandboxUnavailable` where there is no sandbox."""
+    request = {**request, "cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb, "file_mb": limits.file_mb,
+               "nofile": limits.nofile}
+    private = tempfile.mkdtemp(prefix="pika-sbx-")  # stdout, stderr, the filter: 0700, outside the sandbox
     t0 = time.perf_counter()
     try:
-        drop = _drop_user(limits)
-        if drop:
-            os.chown(work, 65534, 65534)
-        os.chmod(work, 0o700)
-        out_path, err_path, verdict_path = (os.path.join(private, n) for n in ("stdout", "stderr", "verdict"))
-        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(verdict_path, "wb") as verdict:
-            fd = verdict.fileno()
-            payload = json.dumps({"nonce": nonce, "fd": fd, "limits": {**asdict(limits), "drop_user": drop}, "program": program})
-            proc = subprocess.Popen(
-                [python or sys.executable, "-I", "-S", "-c", _BOOTSTRAP], stdin=subprocess.PIPE, stdout=out,
-                stderr=err, cwd=work, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, pass_fds=(fd,),
-                start_new_session=True, close_fds=True)
+        os.chmod(private, 0o700)
+        filter_path = os.path.join(private, "seccomp.bpf")
+        Path(filter_path).write_bytes(seccomp_filter())
+        out_path, err_path = os.path.join(private, "stdout"), os.path.join(private, "stderr")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(filter_path, "rb") as filt:
+            cmd = bwrap_command(limits, filt.fileno())
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, env={},
+                                    pass_fds=(filt.fileno(),), start_new_session=True, close_fds=True)
             timed_out = False
             try:
-                proc.stdin.write(payload.encode())
+                proc.stdin.write(json.dumps(request).encode())
                 proc.stdin.close()
             except OSError:
                 pass
@@ -261,51 +273,79 @@ def run_program(program: str, limits: Limits = Limits(), python: str | None = No
                 timed_out = True
             finally:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the whole session, whatever it started
+                    os.killpg(proc.pid, signal.SIGKILL)  # bwrap and, with it, its whole namespace
                 except (ProcessLookupError, PermissionError):
                     pass
                 proc.wait()
-        seconds = time.perf_counter() - t0
-        said = []
-        with open(verdict_path, "rb") as f:
-            for line in f.read(1 << 20).decode("utf-8", "replace").splitlines():
-                if line.startswith(nonce + " "):
-                    try:
-                        said.append(json.loads(line[len(nonce) + 1:]))
-                    except ValueError:
-                        pass
-        netns = None
-        if said and said[0][0] == "started":
-            netns = said[0][1] == "netns"
-            said = said[1:]
-        status, detail = _verdict(said, proc.returncode, timed_out, limits)
-        return SandboxResult(status, detail, proc.returncode, seconds, _read_capped(out_path, limits.max_output),
-                             _read_capped(err_path, limits.max_output), netns)
+        stderr = _read_capped(err_path, 4096).decode("utf-8", "replace")
+        if proc.returncode not in (0, None) and not timed_out and stderr.startswith("bwrap:"):
+            raise SandboxUnavailable(f"bubblewrap could not start the sandbox: {stderr.strip()[:300]}. "
+                                     f"{INSTALL_HINT}")
+        return Run(proc.returncode, timed_out, _read_capped(out_path, limits.max_output), stderr,
+                   time.perf_counter() - t0)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _verdict(said: list, returncode: int | None, timed_out: bool, limits: Limits) -> tuple[str, str]:
-    """Decide a run's status: only the bootstrap's own "pass" after the tests, with exit code 0,
-    is a pass; everything else fails closed with the most specific reason available."""
-    if timed_out:
-        return "timeout", f"killed at the {limits.wall_s:g} s wall-clock limit"
-    if said:
-        status, detail = said[-1]
-        if status == "pass" and returncode != 0:
-            return "crash", f"exit code {returncode} after the tests"
-        return (status, detail) if status in REASONS else ("crash", f"unknown verdict {status!r}")
-    if returncode is not None and returncode < 0:
-        sig = -returncode
-        if sig in (signal.SIGXCPU, signal.SIGKILL):
-            return "timeout", f"killed by {signal.Signals(sig).name} (CPU limit {limits.cpu_s} s)"
-        if sig == signal.SIGXFSZ:
-            return "output_limit", "killed by SIGXFSZ (file size limit)"
-        return "crash", f"killed by {signal.Signals(sig).name}"
-    if returncode == 0:
-        return "exit_before_tests", "the process exited 0 before the tests reported"
-    return "exit_before_tests", f"the process exited with code {returncode} before the tests reported"
+@lru_cache(maxsize=1)
+def _probe() -> str | None:
+    try:
+        r = run_raw({"mode": "check", "tests": "assert 1 + 1 == 2\n", "entry_point": "f", "calls": [],
+                     "results": []}, Limits(wall_s=20))
+    except SandboxUnavailable as e:
+        return str(e)
+    try:
+        if json.loads(r.stdout)["status"] == "pass":
+            return None
+    except ValueError:
+        pass
+    return f"the sandbox started but did not answer (exit {r.returncode}): {r.stderr.strip()[:300]}"
+
+
+def bwrap_version() -> str:
+    """bubblewrap's version, for the record of how programs were run."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "absent"
+    out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip().split()[-1] if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def available() -> str | None:
+    """None where code can be run here in the sandbox; otherwise why not (checked once, for real)."""
+    return _probe()
+
+
+def require() -> None:
+    """Refuse, before any generation or grading, where there is no sandbox."""
+    why = available()
+    if why:
+        raise SandboxUnavailable(f"code problems cannot be graded here: {why}")
+
+
+def run_program(program: str, limits: Limits = Limits(), stdin: str = "") -> SandboxResult:
+    """Run ``program`` as a script once (``stdin`` as its input) and say how it ended: "pass" when
+    it ran to its end, else why not. For trying things by hand; grading goes through ``code``."""
+    result = read_answer(run_raw({"mode": "stdio", "program": program, "inputs": [stdin]}, limits), limits)
+    if result.status == "pass":
+        result.status, result.detail = "crash", "a forged answer (the program wrote its own verdict)"
+    if result.status == "forbidden" and isinstance(result.answer, dict) and isinstance(result.answer.get("results"), list):
+        result.stdout = "".join(str(c.get("printed", "")) for c in result.answer["results"] if isinstance(c, dict)) + result.stdout
+    if result.status != "ok":
+        return result
+    try:
+        (case,) = result.answer["results"]
+        assert isinstance(case["printed"], str)
+    except (KeyError, TypeError, ValueError, AssertionError):
+        result.status, result.detail = "crash", "a malformed answer"
+        return result
+    result.stdout = case["printed"] + result.stdout
+    if case["error"]:
+        status = "memory" if case["error"].startswith("MemoryError") else "exception"
+        result.status, result.detail = status, case["error"]
+    else:
+        result.status, result.detail = "pass", ""
+    return result
 
 
 def default_workers() -> int:
@@ -316,17 +356,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_many(programs: Sequence[str], limits: Limits = Limits(), workers: int | None = None,
-             progress: bool = False) -> list[SandboxResult]:
-    """Run many programs, at most ``workers`` at a time (default: the machine's cores), in order."""
-    workers = workers or default_workers()
-    if not programs:
+def run_many_raw(requests: Sequence[dict], limits: Limits = Limits(), workers: int | None = None,
+                 progress: bool = False, desc: str = "sandbox") -> list[Run]:
+    """Run many requests, at most ``workers`` at a time (default: the machine's cores), in order."""
+    if not requests:
         return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(programs))) as pool:
-        it = pool.map(lambda p: run_program(p, limits), programs)
+    require()
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(max_workers=min(workers, len(requests))) as pool:
+        it = pool.map(lambda r: run_raw(r, limits), requests)
         from ..core.store import show_progress
 
         if show_progress(progress):
             from tqdm import tqdm
-            it = tqdm(it, total=len(programs), desc="sandbox", unit="program")
+            it = tqdm(it, total=len(requests), desc=desc, unit="program")
         return list(it)
