@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -107,13 +108,34 @@ def show(df: pd.DataFrame, *, money: Sequence[str] = (), per: int = 1000, percen
     return styler
 
 
+_COST_NAME = re.compile(r"(^|[\s_(])cost($|[\s_)])", re.I)
+_NOT_DOLLARS = re.compile(r"saved|share|ratio|relative|rel\.|%|\$|per 1,?000|tokens|seconds", re.I)
+
+
+def cost_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that hold dollars per problem: named for a cost (not a share or saving of one),
+    numeric, and every value under a cent (no per-problem price in the book comes near it)."""
+    found = []
+    for c in df.columns:
+        name = " / ".join(map(str, c)) if isinstance(c, tuple) else str(c)
+        if not _COST_NAME.search(name) or _NOT_DOLLARS.search(name):
+            continue
+        v = pd.to_numeric(df[c], errors="coerce") if df[c].dtype != bool else None
+        if v is None or v.notna().sum() == 0 or v.notna().sum() < df[c].notna().sum():
+            continue
+        if float(v.abs().max()) < 0.01:
+            found.append(name)
+    return found
+
+
 def format_dataframes() -> None:
     """Show every DataFrame a chapter displays through ``show`` (in a notebook; no-op elsewhere):
-    one look for every table of the book."""
+    one look for every table of the book, costs per problem as dollars per 1,000 problems."""
     try:
         from IPython import get_ipython
     except ImportError:
         return
     ip = get_ipython()
     if ip is not None:
-        ip.display_formatter.formatters["text/html"].for_type(pd.DataFrame, lambda df: show(df).to_html())
+        ip.display_formatter.formatters["text/html"].for_type(
+            pd.DataFrame, lambda df: show(df, money=cost_columns(df)).to_html())
