@@ -62,12 +62,16 @@ def _questions(args: argparse.Namespace):
     checked by the one input validator (``problems.files``)."""
     import pandas as pd
 
-    from .problems.files import read_problem_file
+    from .problems.files import read_problem_file, validate_questions
 
     if getattr(args, "question", None):
         if args.problems:
             raise ValueError("give --problems FILE or --question TEXT, not both")
-        return pd.DataFrame({"question": args.question}), {"input": {"questions": args.question}}
+        # object, not text columns: a byte that was not UTF-8 (kept by Python as a surrogate) is
+        # named by the check, where a text column would fail on it with no name
+        table = validate_questions(pd.DataFrame({"question": args.question}, dtype=object), where="--question",
+                                   id_column=None, first_row=1)  # the first --question is row 1
+        return table, {"input": {"questions": args.question}}
     if not args.problems:
         raise ValueError("give --problems FILE (JSONL, CSV or Parquet) or --question TEXT")
     table = read_problem_file(args.problems, what="questions", column=args.column, answer_column=None, id_column=None)
@@ -76,22 +80,47 @@ def _questions(args: argparse.Namespace):
     return table, _input_record(args.problems, table)
 
 
+def _price_option(args: argparse.Namespace) -> dict | None:
+    """The run's price override from ``--price IN OUT`` or ``--size-b B`` (its size tier's price)."""
+    from .core import prices
+
+    if args.price is not None and args.size_b is not None:
+        raise ValueError("give --price INPUT_PER_M OUTPUT_PER_M or --size-b BILLIONS, not both")
+    if args.price is not None:
+        try:
+            price = prices.check_price(dict(zip(prices.PRICE_KEYS, args.price)), "--price")
+        except ValueError:
+            raise ValueError(f"--price {args.price[0]} {args.price[1]}: $ per million input and output tokens "
+                             "must be numbers >= 0") from None
+    elif args.size_b is not None:
+        price = dict(zip(prices.PRICE_KEYS, prices.price_for_size(args.size_b, where="--size-b")))
+    else:
+        return None
+    return {args.model: price}
+
+
 def _rollouts(args: argparse.Namespace) -> int:
     from .book.params import check_params
+    from .core.prices import get_price
     from .generation.rollouts import run_rollouts
     from .generation.sampling import SamplingConfig
+    from .models.registry import resolve_spec
+    from .problems.files import check_prompts_fit, file_rows
 
     check_params({"k": args.k, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                   "max_new_tokens": args.max_new_tokens, "chunk_size": args.chunk_size})
+    price = _price_option(args)
+    resolve_spec(args.model)  # an unknown name, or a .gguf path that is no GGUF file, before anything is read
+    get_price(args.model, price)  # a model the price table lacks needs --price or --size-b
     problems = _problems(args.problems)
     cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
                          max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
                          seed=args.seed, chunk_size=args.chunk_size)
-    price = None
-    if args.price is not None:
-        if any(not (v >= 0) for v in args.price):
-            raise ValueError(f"--price {args.price[0]} {args.price[1]}: $ per million tokens must be numbers >= 0")
-        price = {args.model: {"input_per_m": args.price[0], "output_per_m": args.price[1]}}
+    if args.backend == "transformers":  # every prompt fits the context, before the weights load
+        check_prompts_fit(problems["question"].tolist(), args.model, max_new_tokens=cfg.max_new_tokens,
+                          prompt_suffix=cfg.prompt_suffix, system_prompt=cfg.system_prompt, source=args.source,
+                          where=f"problems file {args.problems}", ids=problems["problem_id"].tolist(),
+                          rows=file_rows(problems))
     run = run_rollouts(problems, args.model, cfg, backend=args.backend, source=args.source, price_overrides=price,
                        out_root=Path(args.out) if args.out else None, progress=not args.quiet)
     print(json.dumps({"dir": str(run.dir), "rollouts": len(run.rollouts),
@@ -102,16 +131,17 @@ def _rollouts(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     """Score a table of questions with a saved probe (the paper's label-with-probe script)."""
     from .core import store
+    from .models.registry import check_weights
     from .probes.protocol import predict_texts
     from .probes.files import validate_probe_dir
 
-    validate_probe_dir(args.probe)  # the whole probe, before the table and the model
-    out_path = Path(args.out)
-    if out_path.suffix != ".parquet":
-        raise ValueError(f"--out {args.out}: the output must be a .parquet file")
+    _, info = validate_probe_dir(args.probe)  # the whole probe, before the table and the model
+    _fresh_output(args.out)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size={args.batch_size}: must be >= 1")
     table, record = _questions(args)
+    # the weights the probe was trained on, from probe.json, before they load
+    check_weights(info["model"], info["weights_sha256"], what=f"the probe in {args.probe}")
     scored = predict_texts(args.probe, table["question"].astype(str).tolist(), batch_size=args.batch_size)
     out = table.assign(**{f"probe_{c}": scored[c].to_numpy() for c in scored.columns if c != "question"})
     if args.column != "question":
@@ -121,6 +151,18 @@ def _label(args: argparse.Namespace) -> int:
     path = store.write_if_absent(args.out, out, meta)
     print(f"wrote {len(out)} rows to {path}")
     return 0
+
+
+def _fresh_output(path: str | None, option: str = "--out") -> None:
+    """An output table is a new .parquet file: refused before any model loads when it exists
+    (outputs are never overwritten) or has another suffix."""
+    if path is None:
+        return
+    if Path(path).suffix != ".parquet":
+        raise ValueError(f"{option} {path}: the output must be a .parquet file")
+    if Path(path).exists():
+        raise FileExistsError(f"{option} {path} already exists; refusing to overwrite it (outputs are never "
+                              "overwritten): choose another path or move the file aside")
 
 
 def _route(args: argparse.Namespace) -> int:
@@ -139,6 +181,7 @@ def _route(args: argparse.Namespace) -> int:
                              f"{[f.name for f in found] or 'none'}; pass the JSON file itself")
         path = found[0]
     router = Router.load(path)
+    _fresh_output(args.out)
     table, record = _questions(args)
     routed = router.route(table["question"].astype(str).tolist(), source=args.source, batch_size=args.batch_size)
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
@@ -188,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="folder for runs (default: data/runs/rollouts)")
     r.add_argument("--price", nargs=2, type=float, metavar=("INPUT_PER_M", "OUTPUT_PER_M"),
                    help="$ per million input and output tokens (needed for a model the price table lacks, e.g. a .gguf file)")
+    r.add_argument("--size-b", type=float, metavar="BILLIONS",
+                   help="the model's size in billions of parameters: priced by its size tier (instead of --price)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_rollouts)
 

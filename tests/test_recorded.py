@@ -142,9 +142,9 @@ def test_members_from_a_profile_spec(tmp_path, problems):
         REC.resolve_members(["gemma"], few)
     with pytest.raises(InputError, match="no outcome for 497 of the 500"):
         REC.resolve_members([{"name": "x", "file": str(path), "size_b": 1}], problems)
-    with pytest.raises(InputError, match=r"recorded_members\['x'\]: price=\{'input_per_m': 1\} must be"):
+    with pytest.raises(InputError, match=r"recorded_members\['x'\]: price \(\{'input_per_m': 1\}\): lacks \['output_per_m'\]"):
         REC.resolve_members([{"name": "x", "file": str(path), "price": {"input_per_m": 1}}], few)
-    with pytest.raises(InputError, match=r"recorded_members\['x'\]: size_b=500 must be"):
+    with pytest.raises(InputError, match=r"recorded_members\['x'\]: size_b=500: no price tier"):
         REC.resolve_members([{"name": "x", "file": str(path), "size_b": 500}], few)
 
 

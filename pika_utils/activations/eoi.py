@@ -196,8 +196,8 @@ class ActivationSet:
         from ..core import store
 
         paths = [self.dir / f"acts-{i:05d}.safetensors" for i in range(self.meta["n_chunks"])]
-        for p in paths:  # size and header, so a damaged chunk is named instead of a reader's bare error
-            store.check_chunk_for_read(p, self.meta.get("chunks"))
+        for p in paths:  # sha256 against meta.json's manifest and the sidecar (hashed once per process)
+            store.check_chunk_for_read(p, self.meta.get("chunks"), where=f"{self.dir.name}/meta.json")
         return paths
 
     def layer(self, layer: int, position: int = -1) -> np.ndarray:
@@ -274,14 +274,24 @@ class SetPlan:
         store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
 
     def stored(self) -> "ActivationSet | None":
-        """The complete set on disk (its manifest written, every chunk's size and header intact),
-        or None; a chunk damaged since is moved aside, to be recomputed."""
+        """The complete set on disk (its manifest written, every chunk matching the sha256 that
+        the manifest and its sidecar record), or None; a chunk damaged or deleted since is named
+        (moved aside), to be recomputed."""
         from ..core import store
         if not (self.out / "meta.json").exists():
             return None
-        if not all([store.chunk_ok(self.chunk_path(c), full=False) for c in range(len(self.plan))]):
+        meta = store.read_json(self.out / "meta.json")
+        manifest = meta.get("chunks") or {}
+        where = f"{self.out.name}/meta.json"
+        if not all([store.chunk_ok(p, manifest.get(p.name), where=where)
+                    for p in map(self.chunk_path, range(len(self.plan)))]):
             return None
-        return ActivationSet(self.out, store.read_json(self.out / "meta.json"))
+        return ActivationSet(self.out, meta)
+
+    def started(self) -> bool:
+        """Whether some chunk of the set is on disk (a run that stored them stopped before the
+        set's manifest was written): resume this set rather than extract another."""
+        return any(self.chunk_path(c).exists() for c in range(len(self.plan)))
 
     def finish(self, written_by: str) -> "ActivationSet":
         """Write the manifest (last: it marks the set complete) once every chunk is on disk."""
@@ -357,9 +367,15 @@ def extract_activations(
         return done
     from tqdm import tqdm
 
+    kept = 0
     for c, idx in enumerate(tqdm(sp.plan, desc=f"activations {lm.name}", disable=not store.show_progress(progress))):
         if sp.chunk_done(c):  # checksum verified; a damaged chunk is moved aside and recomputed
+            kept += 1
             continue
         sp.write_chunk(c, extractor.extract_ids([sp.ids[i] for i in idx], sp.layers, sp.n_pos, cfg.token_layers,
                                                 out_dtype=sp.dtype))
-    return sp.finish("nnsight extraction")
+    if kept:
+        log.info("%s: kept %d stored chunk(s) of %d, extracted the others", sp.out, kept, len(sp.plan))
+    return sp.finish("nnsight extraction" if not kept else
+                     f"nnsight extraction of {len(sp.plan) - kept} of {len(sp.plan)} chunks, {kept} stored earlier "
+                     "(by the rollouts' prefill or an interrupted extraction)")

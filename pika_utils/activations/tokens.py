@@ -71,9 +71,31 @@ class TokenActivationSet:
         li = self.layers.index(layer)
         parts = []
         for c in range(self.meta["n_chunks"]):
-            with safe_open(str(self.dir / f"acts-{c:05d}.safetensors"), framework="pt") as f:
+            path = self.dir / f"acts-{c:05d}.safetensors"
+            store.check_chunk_for_read(path, self.meta.get("chunks"), where=f"{self.dir.name}/meta.json",
+                                       fix=_RERUN)
+            with safe_open(str(path), framework="pt") as f:
                 parts.append(f.get_slice("acts")[:, li, :].float().numpy())
         return np.concatenate(parts)
+
+
+_RERUN = ("Run the same token extraction again (extract_token_activations, chapter 8): the damaged "
+          "file is moved aside and recomputed, and nothing else is redone.")
+
+
+def _stored_token_set(out: Path, n_chunks: int) -> TokenActivationSet | None:
+    """The complete set in ``out`` when its manifest is written and every chunk and the token
+    table match the sha256 it and their sidecars record; a damaged or deleted one is named
+    (moved aside) and None returned, so it is recomputed and the rest kept."""
+    if not (out / "meta.json").exists():
+        return None
+    meta = store.read_json(out / "meta.json")
+    manifest = meta.get("chunks") or {}
+    where = f"{out.name}/meta.json"
+    files = [out / f"acts-{c:05d}.safetensors" for c in range(n_chunks)] + [out / "tokens.parquet"]
+    if not all([store.chunk_ok(p, manifest.get(p.name), where=where) for p in files]):
+        return None
+    return TokenActivationSet(out, meta, store.read_parquet(out / "tokens.parquet"))
 
 
 def extract_token_activations(chains: pd.DataFrame, lm, layers: Sequence[int], *, dtype: str = "float16",
@@ -99,16 +121,17 @@ def extract_token_activations(chains: pd.DataFrame, lm, layers: Sequence[int], *
                "layers": layers, "dtype": dtype, "batch_size": batch_size}
     key = store.stable_hash(key_obj)
     out = Path(out_root or store.data_dir() / "token_activations") / f"{lm.name}-{key}"
-    if (out / "meta.json").exists():
-        return TokenActivationSet(out, store.read_json(out / "meta.json"), store.read_parquet(out / "tokens.parquet"))
+    n_chunks = (len(chains) + batch_size - 1) // batch_size
+    done = _stored_token_set(out, n_chunks)
+    if done is not None:
+        return done
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    n_chunks = (len(chains) + batch_size - 1) // batch_size
     n_chain_tok = tokens.groupby("chain_id", sort=False)["pos"].size().reindex(chains["chain_id"]).fillna(0).astype(int).tolist()
     for c in tqdm(range(n_chunks), desc=f"token activations {lm.name}", disable=not store.show_progress(progress)):
         path = out / f"acts-{c:05d}.safetensors"
-        if path.exists():
+        if store.chunk_ok(path):  # its sha256 checked; a damaged chunk is moved aside (named) and recomputed
             continue
         sl = slice(c * batch_size, (c + 1) * batch_size)
         got = _extract_ids(extractor, full[sl], layers)  # (b, L, width, d), left padded
@@ -118,12 +141,13 @@ def extract_token_activations(chains: pd.DataFrame, lm, layers: Sequence[int], *
         tmp = path.with_name(f".{path.name}.tmp")
         out.mkdir(parents=True, exist_ok=True)
         save_file({"acts": acts.to(_DTYPES[dtype]).contiguous()}, str(tmp), metadata={"key": key, "chunk": str(c)})
-        tmp.replace(path)
+        store.seal_file(tmp, path)  # its sha256 and size in acts-NNNNN.json, then the rename
+    store.write_parquet_chunk(out / "tokens.parquet", tokens)
+    files = [out / f"acts-{c:05d}.safetensors" for c in range(n_chunks)] + [out / "tokens.parquet"]
     meta = {**key_obj, "key": key, "chain_ids": chains["chain_id"].tolist(), "n_chunks": n_chunks,
             "n_tokens": int(len(tokens)), "d_model": int(lm.model.config.hidden_size),
             "layer_names": [f"block {x - 1} output" for x in layers], "model_info": lm.info(),
-            "versions": store.versions(), "created": store.now_iso()}
-    store.write_parquet(out / "tokens.parquet", tokens)
+            "versions": store.versions(), "created": store.now_iso(), "chunks": store.chunk_manifest(files)}
     store.write_json(out / "meta.json", meta)  # written last: marks the set complete
     return TokenActivationSet(out, meta, tokens)
 

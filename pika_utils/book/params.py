@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 
@@ -87,7 +88,8 @@ PARAMETERS: dict[str, Param] = {
     "chunk_size": Param("int", check=_range(1, 100_000)),
     "stop": Param("list", check=_list_of(str, nonempty=False), help="end each answer at the first of these strings"),
     "seed": Param("int", check=_range(0, 2**32 - 1)),
-    "prices": Param("dict", optional=True),
+    "prices": Param("dict", optional=True, check=lambda v: _prices(v),
+                    help="{model: {input_per_m, output_per_m}}: $ per million tokens (needed for a .gguf path or a hub id)"),
     "extract_layers": Param("list", optional=True, check=_list_of(int, 0)),
     "extract_dtype": Param("str", check=_one_of("float32", "float16", "bfloat16")),
     "extract_batch_size": Param("int", check=_range(1, 100_000)),
@@ -192,6 +194,24 @@ def _sources(v: Mapping) -> str | None:
     bad = [k for k, kw in v.items() if kw is not None and not isinstance(kw, Mapping)]
     if bad:
         return f"each source maps to its options (a mapping or null), not {[v[k] for k in bad]}"
+    from ..problems.tasks import check_source_args
+
+    for name, kwargs in v.items():  # each source's arguments: names and types, before any is read
+        try:
+            check_source_args(name, kwargs)
+        except (TypeError, ValueError) as e:
+            return str(e)
+    return None
+
+
+def _prices(v: Mapping) -> str | None:
+    from ..core.prices import check_price
+
+    for model, price in v.items():
+        try:
+            check_price(price, f"prices[{model!r}]")
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -239,7 +259,9 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         why = spec.check(value) if spec.check else None
         if why:
             errors.append(f"{key}={value!r}: {why} (allowed: {_describe(spec)})")
-    errors += _unknown_model_keys(params)
+    errors += _unknown_model_keys(params) + _model_files(params)
+    if not errors:  # prices, once every value (``prices`` too) has its type
+        errors += _unpriced_models(params)
     if errors:
         raise ValueError("bad parameter value(s):\n  " + "\n  ".join(errors))
     return dict(params)
@@ -255,14 +277,61 @@ def _unknown_model_keys(params: Mapping[str, Any]) -> list[str]:
     silently drop a limit or a pin. Checked where the profile's ``models`` are known."""
     if not isinstance(params.get("models"), list):
         return []
-    named = {m for k in MODEL_LISTS if isinstance(params.get(k), list) for m in params[k]}
-    named |= {params[k] for k in MODEL_KEYS if isinstance(params.get(k), str)}
+    named = set(_named_models(params))
     out = []
     for key in ("model_limits", "model_revisions"):
         unknown = sorted(set(params.get(key) or {}) - named) if isinstance(params.get(key), dict) else []
         if unknown:
-            out.append(f"{key} names {unknown}, which no model key of this profile uses ({sorted(named)}): "
-                       "a typo would silently drop the setting")
+            out.append(f"{key} names {unknown}, which no model key of this profile uses; the profile's models "
+                       f"are {sorted(named)}: a typo would silently drop the setting")
+    return out
+
+
+def _named_models(params: Mapping[str, Any], keys: tuple[str, ...] = MODEL_LISTS + MODEL_KEYS) -> dict[str, str]:
+    """Every model the profile's ``keys`` name, with the first key naming it."""
+    out: dict[str, str] = {}
+    for k in keys:
+        v = params.get(k)
+        for m in v if isinstance(v, list) else [v]:
+            if isinstance(m, str):
+                out.setdefault(m, k)
+    return out
+
+
+def _model_files(params: Mapping[str, Any]) -> list[str]:
+    """A model given as a .gguf path is a readable GGUF file (``models.gguf.check_gguf_file``),
+    checked before any chapter runs."""
+    from ..models.gguf import check_gguf_file  # late: params must stay light
+
+    out = []
+    for model, key in _named_models(params).items():
+        if model.lower().endswith(".gguf"):
+            try:
+                check_gguf_file(Path(model).expanduser())
+            except (OSError, ValueError) as e:
+                out.append(f"{key}: {e}")
+    return out
+
+
+#: The keys whose models sample rollouts, each priced (``core.prices``).
+PRICED_LISTS = ("models", "budget_models")
+
+
+def _unpriced_models(params: Mapping[str, Any]) -> list[str]:
+    """Every model given by a path or hub id that samples rollouts has a price: the price table
+    knows the registered models, but a .gguf path or a hub id has none until the profile's
+    ``prices`` gives one; refused before any chapter runs. (A name the registry lacks is refused
+    by the chapter that loads it, with the registered names.)"""
+    from ..core.prices import get_price
+
+    out = []
+    for model, key in _named_models(params, PRICED_LISTS).items():
+        if "/" not in model and not model.lower().endswith(".gguf"):
+            continue
+        try:
+            get_price(model, params.get("prices"))
+        except (KeyError, ValueError) as e:
+            out.append(f"{key}: {e.args[0] if isinstance(e, KeyError) else e}")
     return out
 
 

@@ -178,7 +178,15 @@ def check_sources(sources: Mapping[str, Any], errors: list[str], warnings: list[
 
 
 def _check_values(params: Mapping[str, Any], errors: list[str]) -> None:
-    """Values a chapter would reject only after earlier chapters ran."""
+    """Values a chapter would reject only after earlier chapters ran: the runner's own check
+    (types, ranges, model keys, prices) first, so the plan says what ``pika book`` would say."""
+    from .params import check_params
+
+    try:
+        check_params(params)
+    except ValueError as e:
+        errors.extend(line.strip() for line in str(e).splitlines()[1:] if line.strip())
+        return
     if params.get("backend", "transformers") not in ("transformers", "vllm"):
         errors.append(f"backend {params['backend']!r}: choose 'transformers' or 'vllm'")
     if params.get("model_source", "auto") not in ("auto", "hub", "offline"):

@@ -129,6 +129,13 @@ def execute_chapters(
         if not p.exists():
             raise FileNotFoundError(f"_toc.yml lists chapter {n!r} but {p} does not exist")
     shares = split_parameters(params, sources)  # a key must fit some chapter of the book
+    unused = sorted(k for k in (overrides or {}) if not any(k in shares[n] for n in names))
+    if unused:  # an override must reach a chapter that runs: papermill would only warn
+        takes = {k: [n for n in every if k in shares[n]] for k in unused}
+        raise ValueError(f"override(s) {unused} are parameters of none of the chapters this run executes "
+                         f"({', '.join(names)}): " + "; ".join(f"{k!r} is a parameter of {', '.join(c)}"
+                                                              for k, c in takes.items())
+                         + ". Run those chapters too (--chapters), or drop the override")
     out_dir = Path(root) / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -6,6 +6,7 @@ numbers matter only relative to each other: routing compares models by cost rati
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import pandas as pd
@@ -36,12 +37,39 @@ MODEL_SIZES_B: dict[str, float] = {
 }
 
 
-def price_for_size(params_b: float) -> tuple[float, float]:
-    """(input, output) $ per 1M tokens for a model of ``params_b`` billion parameters."""
+PRICE_KEYS = ("input_per_m", "output_per_m")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def price_for_size(params_b: float, *, where: str = "size_b") -> tuple[float, float]:
+    """(input, output) $ per 1M tokens for a model of ``params_b`` billion parameters; a size that
+    is not a positive number, or above the largest tier, is refused naming ``where``."""
+    if not _is_number(params_b) or params_b <= 0:
+        raise ValueError(f"{where}={params_b!r}: must be a number of billions of parameters > 0")
     for upper, p_in, p_out in SIZE_TIERS:
         if params_b <= upper:
             return p_in, p_out
-    raise ValueError(f"no price tier for a model of {params_b}B parameters; pass prices explicitly")
+    raise ValueError(f"{where}={params_b!r}: no price tier for a model of {params_b}B parameters (the tiers end at "
+                     f"{SIZE_TIERS[-1][0]}B); give its price instead")
+
+
+def check_price(price, where: str) -> dict[str, float]:
+    """A price as given by a user, ``{input_per_m: $, output_per_m: $}`` per million tokens, both
+    numbers >= 0 (text such as "0.1", a boolean or a missing key is refused, naming ``where``)."""
+    if not isinstance(price, Mapping):
+        raise ValueError(f"{where} ({price!r}): must be {{input_per_m: $, output_per_m: $}} per million tokens")
+    missing = [k for k in PRICE_KEYS if k not in price]
+    unknown = sorted(set(map(str, price)) - set(PRICE_KEYS))
+    bad = {k: price[k] for k in PRICE_KEYS if k in price and not (_is_number(price[k]) and price[k] >= 0)}
+    if missing or unknown or bad:
+        why = "; ".join([f"lacks {missing}"] * bool(missing) + [f"unknown key(s) {unknown}"] * bool(unknown)
+                        + [f"{k}={v!r} is not a number >= 0" for k, v in bad.items()])
+        raise ValueError(f"{where} ({dict(price)!r}): {why}; give {{input_per_m: $, output_per_m: $}} per million "
+                         "tokens, both numbers >= 0")
+    return {k: float(price[k]) for k in PRICE_KEYS}
 
 
 def default_prices() -> dict[str, dict[str, float]]:
@@ -57,10 +85,7 @@ def price_table(overrides: Mapping[str, Mapping[str, float]] | None = None) -> p
     """Defaults merged with per-run ``overrides`` ({model: {input_per_m, output_per_m}})."""
     table = default_prices()
     for model, p in (overrides or {}).items():
-        missing = {"input_per_m", "output_per_m"} - set(p)
-        if missing:
-            raise ValueError(f"price override for {model!r} lacks {sorted(missing)}")
-        table[model] = {"input_per_m": float(p["input_per_m"]), "output_per_m": float(p["output_per_m"])}
+        table[model] = check_price(p, f"prices[{model!r}]")
     df = pd.DataFrame.from_dict(table, orient="index").rename_axis("model").reset_index()
     return df
 
@@ -71,7 +96,8 @@ def get_price(model: str, overrides: Mapping[str, Mapping[str, float]] | None = 
     if model not in table.index:
         raise KeyError(
             f"no price for model {model!r}. Add it to the run's `prices` parameter, e.g. "
-            f"prices: {{{model}: {{input_per_m: 0.1, output_per_m: 0.2}}}}; known: {sorted(table.index)}"
+            f"prices: {{{model}: {{input_per_m: 0.1, output_per_m: 0.2}}}} ($ per million tokens; with "
+            f"`pika rollouts`: --price INPUT_PER_M OUTPUT_PER_M or --size-b BILLIONS); known: {sorted(table.index)}"
         )
     row = table.loc[model]
     return float(row["input_per_m"]), float(row["output_per_m"])

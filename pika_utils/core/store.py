@@ -57,6 +57,48 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def json_sha256(obj: Any) -> str:
+    """The full sha256 of a JSON record's canonical form as it reads back from disk (paths,
+    tuples and numpy scalars made plain first), so a record sealed when written and read back
+    gives the same hash; any edited field gives another."""
+    plain = json.loads(json.dumps(_canonical(obj), ensure_ascii=False))
+    return stable_hash(plain, length=64)
+
+
+#: Files whose sha256 this process has checked (or written): absolute path -> (stat stamp, sha256).
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _stamp(path: str | Path) -> tuple:
+    st = os.stat(path)  # ctime moves on any write, chmod or rename, and cannot be set back
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def sha256_matches(path: str | Path, expected: str) -> bool:
+    """Whether the file's sha256 is ``expected``. The first check of a file in a process hashes
+    it; a later one reuses the result while the file's size, mtime, ctime and inode are
+    unchanged (so reading a stored set layer by layer hashes it once, not once per layer)."""
+    key = os.path.abspath(path)
+    stamp = _stamp(path)  # taken before hashing: a write during the hash changes it
+    if _VERIFIED.get(key) == (stamp, expected):
+        return True
+    if file_sha256(path) != expected:
+        _VERIFIED.pop(key, None)
+        return False
+    _VERIFIED[key] = (stamp, expected)
+    return True
+
+
+def _remember(path: str | Path, sha: str) -> None:
+    """A file this process has just written with this sha256: its next check need not re-hash."""
+    _VERIFIED[os.path.abspath(path)] = (_stamp(path), sha)
+
+
+def forget_verified() -> None:
+    """Forget every check this process made (as a new process would): the next check hashes."""
+    _VERIFIED.clear()
+
+
 #: Environment the runner gives the kernels of executed chapters: no progress bars in the book's
 #: pages (they belong to the terminal and to interactive Jupyter, where they render as widgets).
 QUIET_ENV = {"PIKA_PROGRESS": "0", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -183,30 +225,53 @@ def write_if_absent(path: str | Path, df: pd.DataFrame, metadata: dict | None = 
 
 
 # --------------------------------------------------------------------------------------------
-# Chunks that prove themselves: a sidecar records each chunk's sha256 and size, written before
-# the chunk is renamed into place; resume and read verify it, and a damaged chunk is moved aside
-# (never deleted) with a message that names it.
+# One integrity rule for every stored artefact. A file's sha256 and size are recorded when it is
+# written: in its JSON sidecar (written before the file is renamed into place, so a file never
+# exists without its checksum) and, for the files of a run or an activation set, in a manifest one
+# level up (``meta.json``) that a tamperer who rewrote a file together with its sidecar did not
+# rewrite. Every use checks them (``sha256_matches``); a file without any recorded sha256 (its
+# sidecar deleted, or written by a version before checksums) cannot be checked and is not trusted.
+# A mismatch names the file and says what happens or what to do: a resumable chunk is moved aside
+# (never deleted) and recomputed, a read raises. Nothing damaged is used or silently recomputed.
 
 
 def sidecar_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
+    """``x.parquet`` -> ``x.json``; a JSON chunk ``x.json`` -> ``x.sidecar.json`` (its own name
+    would otherwise be its sidecar's, and the sidecar would be overwritten by the data)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return path.with_name(f"{path.stem}.sidecar.json")
+    return path.with_suffix(".json")
+
+
+def say(msg: str) -> None:
+    """A warning the user sees: logged, and printed to stderr (chapters show stderr)."""
+    import logging
+    import sys
+
+    logging.getLogger("pika_utils.store").warning(msg)
+    print(f"[pika] {msg}", file=sys.stderr, flush=True)
 
 
 def write_chunk(path: str | Path, data: bytes, metadata: dict | None = None) -> Path:
     """Write ``data`` atomically with a JSON sidecar recording its sha256 and size (sidecar first:
     the chunk's presence marks completion, and a chunk never exists without its checksum)."""
     path = Path(path)
-    write_json(sidecar_path(path), {**(metadata or {}), "sha256": hashlib.sha256(data).hexdigest(),
-                                    "bytes": len(data)})
-    return atomic_write_bytes(path, data)
+    sha = hashlib.sha256(data).hexdigest()
+    write_json(sidecar_path(path), {**(metadata or {}), "sha256": sha, "bytes": len(data)})
+    atomic_write_bytes(path, data)
+    _remember(path, sha)
+    return path
 
 
 def seal_file(tmp: str | Path, path: str | Path, metadata: dict | None = None) -> Path:
     """Rename a finished temporary file to ``path`` after recording its sha256 and size in
     ``path``'s sidecar (for writers that need a file, such as safetensors' ``save_file``)."""
     tmp, path = Path(tmp), Path(path)
-    write_json(sidecar_path(path), {**(metadata or {}), "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size})
+    sha = file_sha256(tmp)
+    write_json(sidecar_path(path), {**(metadata or {}), "sha256": sha, "bytes": tmp.stat().st_size})
     os.replace(tmp, path)
+    _remember(path, sha)
     return path
 
 
@@ -223,112 +288,101 @@ def write_parquet_chunk(path: str | Path, df: pd.DataFrame, metadata: dict | Non
     return write_chunk(path, parquet_bytes(df), metadata)
 
 
-def safetensors_header_problem(path: Path) -> str | None:
-    """Why a safetensors file is truncated or not one (reads the 8-byte length and the header
-    only), or None when its header is consistent with its size."""
-    import struct
-
-    size = path.stat().st_size
+def _sidecar_record(path: Path) -> tuple[dict | None, str | None]:
+    """(the sidecar's record when it holds a sha256, why the sidecar is unusable or None)."""
+    side = sidecar_path(path)
+    if not side.exists():
+        return None, None
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > size - 8:
-                return f"its header claims {n} bytes but the file has {size}"
-            header = json.loads(f.read(n))
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        return f"its header is unreadable ({type(e).__name__})"
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    if 8 + n + max(ends, default=0) != size:
-        return f"it has {size} bytes, its header describes {8 + n + max(ends, default=0)}"
-    return None
+        rec = json.loads(side.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None, f"its sidecar {side.name} is not valid JSON"
+    if isinstance(rec, dict) and isinstance(rec.get("sha256"), str):
+        return rec, None
+    return None, None
 
 
-def chunk_problem(path: str | Path, *, full: bool = True) -> str | None:
-    """Why a stored chunk cannot be trusted, or None. Checks the size (and with ``full`` the
-    sha256) recorded in its sidecar; chunks written before sidecars carried checksums get a
-    format check only (Parquet footer / safetensors header)."""
+def chunk_problem(path: str | Path, record: dict | None = None, *, where: str = "the manifest") -> str | None:
+    """Why a stored file cannot be trusted, or None when it is the file that was written: its
+    size and sha256 against ``record`` (its entry in a manifest, ``where`` names it) and against
+    its sidecar. A file whose sha256 neither records is not trusted."""
     path = Path(path)
     if not path.exists():
         return "it is missing"
     side = sidecar_path(path)
-    record = None
-    if side.exists():
-        try:
-            record = json.loads(side.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return f"its sidecar {side.name} is not valid JSON"
+    own, bad = _sidecar_record(path)
+    if bad:
+        return bad
+    rec = record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+    if rec is None and own is None:
+        state = "records none" if side.exists() else "is missing"
+        return (f"no sha256 is recorded for it (its sidecar {side.name} {state}: deleted, or written by an "
+                "earlier version of pika_utils), so it cannot be checked")
+    if rec is not None and own is not None and (own["sha256"], own.get("bytes")) != (rec["sha256"], rec.get("bytes")):
+        return (f"its sidecar {side.name} records another sha256 or size than {where} "
+                "(the file and its sidecar were both changed)")
+    if rec is not None and rec.get("sidecar_sha256") and side.exists() and file_sha256(side) != rec["sidecar_sha256"]:
+        return f"its sidecar {side.name} differs from the one {where} recorded (edited)"
+    want = rec or own
     size = path.stat().st_size
-    if isinstance(record, dict) and "sha256" in record:
-        if size != record.get("bytes"):
-            return f"it has {size} bytes, its sidecar records {record.get('bytes')}"
-        if full and file_sha256(path) != record["sha256"]:
-            return "its sha256 differs from the one recorded when it was written (edited or damaged)"
-        return None
-    if path.suffix == ".safetensors":
-        return safetensors_header_problem(path)
-    if path.suffix == ".parquet":
-        with open(path, "rb") as f:
-            head = f.read(4)
-            f.seek(max(0, size - 4))
-            tail = f.read(4)
-        if head != b"PAR1" or tail != b"PAR1":
-            return "it is not a complete Parquet file"
+    if want.get("bytes") is not None and size != want["bytes"]:
+        return f"it has {size} bytes, {where if rec else 'its sidecar'} records {want['bytes']}"
+    if not sha256_matches(path, want["sha256"]):
+        return f"its sha256 differs from the one {where if rec else 'its sidecar'} recorded when it was written (edited or damaged)"
     return None
 
 
 def move_aside(path: str | Path, why: str, *, what: str = "recomputed") -> Path:
     """Rename a damaged file (and its sidecar) to ``<name>.damaged-<timestamp>`` and say so."""
-    import logging
-    import sys
-
     path = Path(path)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     dest = path.with_name(f"{path.name}.damaged-{stamp}")
     os.replace(path, dest)
+    _VERIFIED.pop(os.path.abspath(path), None)
     side = sidecar_path(path)
     if side.exists() and side != path:
         os.replace(side, side.with_name(f"{side.name}.damaged-{stamp}"))
-    msg = f"{path} is damaged ({why}); moved it aside to {dest.name}; it will be {what}"
-    logging.getLogger("pika_utils.store").warning(msg)
-    print(f"[pika] {msg}", file=sys.stderr, flush=True)
+    say(f"{path} is damaged ({why}); moved it aside to {dest.name}; it will be {what}")
     return dest
 
 
-def chunk_ok(path: str | Path, *, full: bool = True) -> bool:
-    """True if ``path`` exists and matches its sidecar (size, and sha256 with ``full``); a damaged
-    chunk is moved aside (False: recompute it)."""
+def chunk_ok(path: str | Path, record: dict | None = None, *, where: str = "the manifest",
+             what: str = "recomputed") -> bool:
+    """True if ``path`` is the file that was written (``chunk_problem``). A damaged one is moved
+    aside, named (False: it will be ``what``); a missing one that ``record`` lists is named too."""
     path = Path(path)
     if not path.exists():
+        if record:
+            say(f"{path} is missing ({where} lists it); it will be {what}")
         return False
-    why = chunk_problem(path, full=full)
+    why = chunk_problem(path, record, where=where)
     if why is None:
         return True
-    move_aside(path, why)
+    move_aside(path, why, what=what)
     return False
 
 
-def chunk_manifest(paths: Iterable[str | Path]) -> dict[str, dict]:
-    """{file name: {sha256, bytes}} from the chunks' sidecars, for a run's meta.json."""
-    out = {}
-    for p in paths:
-        side = sidecar_path(p)
-        rec = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
-        out[Path(p).name] = {"sha256": rec.get("sha256"), "bytes": rec.get("bytes", Path(p).stat().st_size)}
-    return out
-
-
-def check_chunk_for_read(path: str | Path, manifest: dict | None = None) -> None:
-    """A cheap check before reading a stored chunk (size against the manifest, format header):
-    an error naming the file and what to do, instead of a reader's bare error."""
+def manifest_record(path: str | Path) -> dict:
+    """A checked file's entry in a manifest: its sha256 and size, and its sidecar's sha256."""
     path = Path(path)
-    rec = (manifest or {}).get(path.name)
-    why = None
-    if not path.exists():
-        why = "it is missing"
-    elif rec and rec.get("bytes") is not None and path.stat().st_size != rec["bytes"]:
-        why = f"it has {path.stat().st_size} bytes, the manifest records {rec['bytes']}"
-    elif path.suffix == ".safetensors":
-        why = safetensors_header_problem(path)
+    why = chunk_problem(path)
     if why:
-        raise ValueError(f"{path} is damaged ({why}). Run the same extraction again: the damaged "
-                         "chunk is moved aside and recomputed, and nothing else is redone.")
+        raise ValueError(f"{path} is damaged ({why}); re-run to recompute it")
+    own, _ = _sidecar_record(path)
+    return {"sha256": own["sha256"], "bytes": own["bytes"], "sidecar_sha256": file_sha256(sidecar_path(path))}
+
+
+def chunk_manifest(paths: Iterable[str | Path]) -> dict[str, dict]:
+    """{file name: {sha256, bytes, sidecar_sha256}} of checked chunks, for a run's or set's meta.json."""
+    return {Path(p).name: manifest_record(p) for p in paths}
+
+
+def check_chunk_for_read(path: str | Path, manifest: dict | None = None, *, where: str = "meta.json",
+                         fix: str = "Run the same extraction again: the damaged chunk is moved aside and "
+                                    "recomputed, and nothing else is redone.") -> None:
+    """Check a stored chunk before reading it (sha256 and size against ``manifest``'s entry and
+    its sidecar): an error naming the file and saying what to do, never a damaged read."""
+    path = Path(path)
+    why = chunk_problem(path, (manifest or {}).get(path.name), where=where)
+    if why:
+        raise ValueError(f"{path} is damaged ({why}). {fix}")

@@ -166,10 +166,13 @@ def activations_for(problems: pd.DataFrame, model: str, params: Mapping[str, Any
     cfg = extraction_config(params, lm)
     if cfg.rollout_chunks is not None:
         sp = plan_set(problems, lm, cfg=cfg, **prompt)
-        if not (sp.out / "meta.json").exists():
+        if (sp.out / "meta.json").exists():
+            if (done := sp.stored()) is not None:
+                return lm, done  # stored by chapter 1's prefill (a damaged chunk: repaired below)
+        elif not sp.started():
             cfg = extraction_config(params, lm, sampled=False)  # no set from the sampling prefill: by length
-        elif (done := sp.stored()) is not None:
-            return lm, done  # stored by chapter 1's prefill (a damaged chunk: repaired below)
+        # else: the prefill stored chunks but its run stopped before the set's manifest (killed
+        # at the very end): this set is completed, its stored chunks checked and kept, not redone
     return lm, extract_activations(problems, lm, cfg=cfg, **prompt)
 
 

@@ -109,16 +109,21 @@ def run_rollouts(
     each chunk's prefill as that set's chunk (transformers backend, no budget)."""
     problems = _check_problems(problems)
     if isinstance(backend, str):
-        from ..problems.files import check_prompt_chars
+        from ..problems.files import check_prompt_chars, check_prompts_fit, file_rows
         from ..models.registry import context_hint, resolve_spec
-        if "/" not in model:
-            resolve_spec(model)  # an unknown name fails here, listing the registered ones
-        check_prompt_chars(problems["question"].tolist(), context_hint(model), ids=problems["problem_id"].tolist())
+        resolve_spec(model)  # an unknown name, or a .gguf path that is no GGUF file, named here
+        if backend == "transformers":  # counted with the tokenizer alone, before any weights load
+            check_prompts_fit(problems["question"].tolist(), model, max_new_tokens=cfg.max_new_tokens,
+                              prompt_suffix=cfg.prompt_suffix, system_prompt=cfg.system_prompt, source=source,
+                              ids=problems["problem_id"].tolist(), rows=file_rows(problems))
+        else:
+            check_prompt_chars(problems["question"].tolist(), context_hint(model), ids=problems["problem_id"].tolist())
     prices.get_price(model, price_overrides)  # fail before any sampling if the price is missing
+    checked = None
     if backend == "transformers":  # a stored run is found without loading the model's weights
-        stored = _run_dir(_transformers_identity(model, source, revision), problems, cfg, model, out_root)
-        if store.chunk_ok(stored / "rollouts.parquet"):
-            return _finish(stored, model, problems, cfg, price_overrides, reuse=True)
+        checked = _run_dir(_transformers_identity(model, source, revision), problems, cfg, model, out_root)
+        if _final_ok(checked):
+            return _finish(checked, model, problems, cfg, price_overrides, reuse=True)
     be = make_backend(model, backend, source=source, revision=revision) if isinstance(backend, str) else backend
     identity = be.identity()
     n_tokens = _prompt_tokens(be, problems, cfg)
@@ -130,7 +135,7 @@ def run_rollouts(
     run_dir = _run_dir(identity, problems, cfg, model, out_root)
     key = run_dir.name.rsplit("-", 1)[1]
     final = run_dir / "rollouts.parquet"
-    if store.chunk_ok(final):  # a damaged final table is moved aside and rebuilt from the chunks
+    if run_dir != checked and _final_ok(run_dir):  # a damaged final table is moved aside and rebuilt
         return _finish(run_dir, model, problems, cfg, price_overrides, reuse=True)
 
     meta = {
@@ -141,16 +146,17 @@ def run_rollouts(
     }
     meta_path = run_dir / "meta.json"
     if meta_path.exists():
-        old = store.read_json(meta_path)
-        if old.get("key") != key:
-            raise ValueError(f"{meta_path} belongs to run {old.get('key')}, not {key}; move the folder aside")
+        meta = store.read_json(meta_path)
+        if meta.get("key") != key:
+            raise ValueError(f"{meta_path} belongs to run {meta.get('key')}, not {key}; move the folder aside")
     else:
-        store.write_json(meta_path, meta)
+        store.write_json(meta_path, {**meta, "chunks": {}})  # the manifest, filled chunk by chunk
 
     plan = _chunk_plan(_length_order(problems, n_tokens), cfg.chunk_size)
     chunk_dir = run_dir / "chunks"
-    todo = [i for i in range(len(plan)) if not _chunk_done(chunk_dir, i, plan[i], cfg.k)]
-    acts = _activation_plan(read, be, problems, cfg, plan) if todo else None
+    manifest = _RunManifest(run_dir)
+    todo = [i for i in range(len(plan)) if not _chunk_done(chunk_dir, i, plan[i], cfg.k, manifest)]
+    acts = _activation_plan(read, be, problems, cfg, plan)  # None: nothing to read, or the set is complete
     by_id = problems.set_index("problem_id")
     from tqdm import tqdm
 
@@ -180,16 +186,23 @@ def run_rollouts(
                              "answer_tokens": c.answer_tokens if c.answer_tokens is not None else c.output_tokens})
         chunk = by_domain.grade_frame(pd.DataFrame(rows), by_id, output_col="graded", gold_col="answer")
         chunk = chunk[list(ROLLOUT_COLUMNS)]
-        store.write_parquet_chunk(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
-                            metadata={"chunk": i, "problems": ids, "seconds": seconds, "device": str(getattr(be, "model", None) and be.model.device)})
+        path = store.write_parquet_chunk(chunk_dir / f"chunk-{i:05d}.parquet", chunk,
+                                         metadata={"chunk": i, "problems": ids, "seconds": seconds,
+                                                   "device": str(getattr(be, "model", None) and be.model.device)})
+        manifest.record("chunks", path)
         bar.update(len(chunk))
     bar.close()
 
-    parts = [store.read_parquet(chunk_dir / f"chunk-{i:05d}.parquet") for i in range(len(plan))]
-    rollouts = pd.concat(parts, ignore_index=True)
-    store.write_parquet_chunk(final, rollouts)
     if acts is not None and all(acts[0].chunk_done(c) for c in range(len(plan))):
+        # before the final table: a run killed after it, whose resume reuses the table, would
+        # otherwise leave the set without its manifest (chapter 2 also completes such a set)
         acts[0].finish(f"rollouts {run_dir.name} (sampling's prefill)")
+    paths = [chunk_dir / f"chunk-{i:05d}.parquet" for i in range(len(plan))]
+    for path in paths:  # each checked against the run's manifest just before it is read
+        store.check_chunk_for_read(path, manifest.entries("chunks"), where=meta_path.name,
+                                   fix="Run the same rollouts again: it is moved aside and recomputed.")
+    rollouts = pd.concat([store.read_parquet(p) for p in paths], ignore_index=True)
+    manifest.record("tables", store.write_parquet_chunk(final, rollouts))
     return _finish(run_dir, model, problems, cfg, price_overrides, reuse=False)
 
 
@@ -233,11 +246,52 @@ def _transformers_identity(model: str, source: str, revision: str | None) -> dic
     return transformers_identity(loc.name, loc.weights_sha256, tok.chat_template)
 
 
-def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int) -> bool:
-    """True if chunk ``i`` is on disk, matches the checksum in its sidecar and holds exactly the
-    planned rows; a damaged or mismatched chunk is moved aside (named) and recomputed."""
+class _RunManifest:
+    """The sha256, size and sidecar sha256 of every file of a run, in its ``meta.json``: ``chunks``
+    (updated as each chunk is written) and ``tables`` (rollouts.parquet, summary.parquet). A file
+    rewritten together with its sidecar no longer matches it. A run written before manifests gets
+    one when it is next used, from the files that match their sidecars."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "meta.json"
+        self.meta = store.read_json(self.path) if self.path.exists() else None
+
+    def entries(self, kind: str) -> dict:
+        return dict((self.meta or {}).get(kind) or {})
+
+    def entry(self, kind: str, name: str) -> dict | None:
+        return self.entries(kind).get(name)
+
+    def record(self, kind: str, path: Path) -> None:
+        if self.meta is None:
+            return
+        self.meta.setdefault(kind, {})[path.name] = store.manifest_record(path)
+        store.write_json(self.path, self.meta)
+
+    def check(self, kind: str, path: Path, what: str = "recomputed") -> bool:
+        """``store.chunk_ok`` against this manifest's entry; a file that matches its sidecar but
+        that the manifest lacks (written before manifests, or just before a kill) is added."""
+        entry = self.entry(kind, path.name)
+        if not store.chunk_ok(path, entry, where=self.path.name, what=what):
+            return False
+        if entry is None:
+            self.record(kind, path)
+        return True
+
+
+def _final_ok(run_dir: Path) -> bool:
+    """The run's final table is there and is the one that was written (its manifest entry and
+    sidecar); damaged, it is moved aside and rebuilt from the chunks; missing after the run had
+    finished, it is named and rebuilt."""
+    return _RunManifest(run_dir).check("tables", run_dir / "rollouts.parquet", what="rebuilt from the chunks")
+
+
+def _chunk_done(chunk_dir: Path, i: int, ids: list[str], k: int, manifest: _RunManifest) -> bool:
+    """True if chunk ``i`` is on disk, matches the checksum in the run's manifest and its sidecar
+    and holds exactly the planned rows; a damaged or mismatched chunk is moved aside (named) and
+    recomputed."""
     path = chunk_dir / f"chunk-{i:05d}.parquet"
-    if not store.chunk_ok(path):
+    if not manifest.check("chunks", path):
         return False
     try:
         df = store.read_parquet(path)
@@ -271,11 +325,26 @@ def _finish(run_dir: Path, model: str, problems: pd.DataFrame, cfg: SamplingConf
         raise ValueError(f"{run_dir / 'rollouts.parquet'} has {len(rollouts)} rows, expected {expected} "
                          "unique (problem, sample) rows; move it aside to rebuild it from the chunks")
     summary = summarise(rollouts, problems, price_overrides=price_overrides)
-    meta = store.read_json(run_dir / "meta.json")
-    if not reuse or not store.chunk_ok(run_dir / "summary.parquet"):  # deleted or damaged: rebuilt
-        store.write_parquet_chunk(run_dir / "summary.parquet", summary, metadata=meta)
+    manifest = _RunManifest(run_dir)
+    if manifest.meta is None:
+        store.read_json(manifest.path)  # names the missing file
+    if reuse and "chunks" not in manifest.meta:  # written before manifests: record its checked chunks
+        for path in sorted((run_dir / "chunks").glob("chunk-*.parquet")):
+            if store.chunk_problem(path) is None:
+                manifest.meta.setdefault("chunks", {})[path.name] = store.manifest_record(path)
+        manifest.record("tables", run_dir / "rollouts.parquet")
+    path = run_dir / "summary.parquet"
+    if reuse and not path.exists():
+        store.say(f"{path} is missing; it is written again from {run_dir / 'rollouts.parquet'}")
+    if not reuse or not path.exists() or not manifest.check("tables", path, what="written again"):
+        manifest.record("tables", store.write_parquet_chunk(path, summary, metadata=_without_manifest(manifest.meta)))
+    meta = _without_manifest(manifest.meta)
     log.info("%s rollouts for %s in %s", "reused" if reuse else "wrote", model, run_dir)
     return RolloutRun(model=model, dir=run_dir, rollouts=rollouts, summary=summary, meta=meta)
+
+
+def _without_manifest(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in ("chunks", "tables")}
 
 
 def summarise(rollouts: pd.DataFrame, problems: pd.DataFrame, *, price_overrides: dict | None = None,

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..core.store import file_sha256, now_iso, versions, write_json
+from ..core.store import file_sha256, now_iso, sha256_matches, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def build_atomically(final: Path, build: Callable[[Path], None]) -> Path:
             os.rename(tmp, final)
         except OSError:  # someone else renamed theirs into place first
             if not is_complete(final):
-                raise
+                raise RuntimeError(f"{final} exists but is not a complete model cache (its {META_FILE}, which "
+                                   f"records the weights' sha256, is missing); delete {final} to rebuild it") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -93,10 +94,29 @@ def _pid_alive(pid: int) -> bool:
 
 
 def finish(folder: Path, source: str, **extra) -> None:
-    """Write the sidecar last: a folder with it is complete, and reloads skip re-hashing."""
+    """Write the sidecar last: a folder with it is complete; it records the weights' sha256."""
     weights = folder / "model.safetensors"
     write_json(folder / META_FILE, {"source": source, "weights_sha256": file_sha256(weights),
                                     "weights_bytes": weights.stat().st_size, "built": now_iso(),
                                     "build_version": BUILD_VERSION, "versions": versions(), **extra})
 
 
+
+
+def verify_weights(folder: Path, meta: dict) -> None:
+    """The cached weights are the ones the sidecar describes, checked on every load: the size,
+    and the sha256 (hashed on the first load in a process; a later load in the same process
+    reuses that check while the file's size, mtime, ctime and inode are unchanged, see
+    ``store.sha256_matches``). A mismatch names the file and the folder to delete."""
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise RuntimeError(f"{weights} is missing from the model cache; delete {folder} to rebuild it")
+    size = weights.stat().st_size
+    if size != meta.get("weights_bytes"):
+        raise RuntimeError(f"{weights} has {size} bytes, its sidecar says "
+                           f"{meta.get('weights_bytes')}: the cache is damaged; delete {folder} to rebuild it")
+    want = meta.get("weights_sha256")
+    if not isinstance(want, str) or not sha256_matches(weights, want):
+        got = file_sha256(weights)
+        raise RuntimeError(f"{weights} has sha256 {got[:12]}..., its sidecar {META_FILE} records "
+                           f"{str(want)[:12]}...: the cache is damaged; delete {folder} to rebuild it")

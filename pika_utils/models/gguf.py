@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+import struct
 from pathlib import Path
 
 from .cache import finish
@@ -70,24 +71,60 @@ def _concat_hashing(parts: list[Path], out: Path) -> str:
 _CHECKED: set[tuple] = set()  # files already checked in this process (path, size, mtime)
 
 
+#: The GGUF header: magic, version (2 or 3), then the tensor and key-value counts (little endian,
+#: or big endian in files written for such machines).
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)
+_HEADER, _HEADER_BIG_ENDIAN = struct.Struct("<4sIQQ"), struct.Struct(">4sIQQ")
+#: The fewest bytes one tensor description (name length and a name, dimensions, type, offset) and
+#: one key-value pair (key length and a key, value type, a value) take in a GGUF header.
+_MIN_TENSOR_INFO, _MIN_KV = 8 + 1 + 4 + 8 + 4 + 8, 8 + 1 + 4 + 1
+
+
 def check_gguf_file(path: Path) -> None:
-    """A user's .gguf path is a readable GGUF file before anything is hashed or loaded: not empty,
-    the GGUF magic, a header the gguf reader can parse. Every refusal names the file."""
+    """A user's .gguf path is a readable GGUF file before anything is hashed or loaded: it exists,
+    is a file, is not empty, starts with the GGUF magic and a version this reader knows, its
+    header's counts fit in its size, and the gguf reader parses it (a truncated or damaged file
+    fails there). Every refusal names the file."""
     path = Path(path)
+    where = f"model file {path}"
+    if not path.exists():
+        raise FileNotFoundError(f"{where} does not exist (working directory: {Path.cwd()}); give the path of a "
+                                ".gguf file, a registered name, a hub id or a folder")
+    if path.is_dir():
+        raise ValueError(f"{where} is a folder, not a GGUF file (a folder of safetensors weights is given "
+                         "without the .gguf suffix)")
+    if not path.is_file():
+        raise ValueError(f"{where} is not a regular file (a device, pipe or socket)")
     st = path.stat()
     size, key = st.st_size, (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _CHECKED:
         return
-    with path.open("rb") as f:
-        magic = f.read(4)
     if size == 0:
-        raise ValueError(f"model file {path} is empty (0 bytes): not a GGUF file")
-    if magic != b"GGUF":
-        raise ValueError(f"model file {path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
+        raise ValueError(f"{where} is empty (0 bytes): not a GGUF file")
+    with path.open("rb") as f:
+        head = f.read(_HEADER.size)
+    if head[:4] != GGUF_MAGIC:
+        raise ValueError(f"{where} is not a GGUF file (it starts with {head[:4]!r}, a GGUF file with {GGUF_MAGIC!r})")
+    if len(head) < _HEADER.size:
+        raise ValueError(f"{where} is a damaged or truncated GGUF file: {size} bytes, fewer than the "
+                         f"{_HEADER.size} of a GGUF header")
+    _, version, n_tensors, n_kv = _HEADER.unpack(head)
+    if version not in GGUF_VERSIONS and _HEADER_BIG_ENDIAN.unpack(head)[1] in GGUF_VERSIONS:
+        _, version, n_tensors, n_kv = _HEADER_BIG_ENDIAN.unpack(head)  # a big-endian file
+    if version not in GGUF_VERSIONS:
+        raise ValueError(f"{where}: GGUF version {version}, not one this reader knows ({list(GGUF_VERSIONS)}); "
+                         "the file is damaged or of another format")
+    if n_tensors == 0:
+        raise ValueError(f"{where} is a damaged GGUF file: its header announces no tensors, so it holds no "
+                         "model weights")
+    if _HEADER.size + n_tensors * _MIN_TENSOR_INFO + n_kv * _MIN_KV > size:
+        raise ValueError(f"{where} is a damaged or truncated GGUF file: its header announces {n_tensors:,} "
+                         f"tensor(s) and {n_kv:,} key-value pair(s), which cannot fit in its {size:,} bytes")
     try:
         _gguf_quant(path)
     except Exception as e:  # noqa: BLE001 - the reader fails in many ways on a damaged file
-        raise ValueError(f"model file {path} is a damaged or truncated GGUF file "
+        raise ValueError(f"{where} is a damaged or truncated GGUF file "
                          f"({type(e).__name__}: {str(e)[:160]})") from None
     _CHECKED.add(key)
 

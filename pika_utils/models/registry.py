@@ -19,9 +19,10 @@ import pandas as pd
 from ..core.cpu import set_torch_threads
 from .gguf import check_gguf_file, convert_gguf_file, convert_pypi_gguf, gguf_file_sha256
 from ..core.hub import env_flag, hf_cache, hub_reachable
-from .cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, weights_sha256
+from .cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, verify_weights, weights_sha256
 from ..core.store import cache_dir, read_json, stable_hash, versions
 from .tiny import build_tiny, tiny_recipe
+from .hints import context_hint  # noqa: F401 - where generation.rollouts reads it
 
 if TYPE_CHECKING:
     import transformers
@@ -122,9 +123,6 @@ def resolve_spec(name: str) -> ModelSpec:
         return MODEL_REGISTRY[name]
     if name.lower().endswith(".gguf"):
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist (working directory: {Path.cwd()}); "
-                                    "give the path of a .gguf file, a registered name, a hub id or a folder")
         check_gguf_file(path)
         return ModelSpec(name, None, f"gguf:{path.resolve()}", math.nan, "unknown", "a user's GGUF file")
     if "/" in name:
@@ -309,60 +307,16 @@ def _offline_folder(spec: ModelSpec) -> tuple[Path, str, str]:
         else:
             build_atomically(final, lambda tmp: convert_pypi_gguf(spec, tmp))
     meta = read_json(final / META_FILE)
-    verify_cached_weights(final, meta)
+    verify_weights(final, meta)  # size always; sha256 on the first load in a process
     return final, meta["source"], meta["weights_sha256"]
 
 
-VERIFIED_FILE = "pika_verified.json"
-
-
-def verify_cached_weights(folder: Path, meta: dict) -> None:
-    """The cached weights are the ones the sidecar describes: the size on every load, and the
-    full sha256 whenever the size or modification time differs from the last verification."""
-    from ..core.store import file_sha256, write_json
-
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        raise RuntimeError(f"{weights} is missing from the model cache; delete {folder} to rebuild it")
-    st = weights.stat()
-    if st.st_size != meta["weights_bytes"]:
-        raise RuntimeError(f"{weights} has {st.st_size} bytes, its sidecar says "
-                           f"{meta['weights_bytes']}: the cache is damaged; delete {folder} to rebuild it")
-    stamp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": meta["weights_sha256"]}
-    try:
-        if read_json(folder / VERIFIED_FILE) == stamp:
-            return
-    except (FileNotFoundError, ValueError):
-        pass
-    sha = file_sha256(weights)
-    if sha != meta["weights_sha256"]:
-        raise RuntimeError(f"{weights} has sha256 {sha[:12]}..., its sidecar {META_FILE} records "
-                           f"{meta['weights_sha256'][:12]}...: the cache is damaged; delete {folder} to rebuild it")
-    try:
-        write_json(folder / VERIFIED_FILE, stamp)
-    except OSError:  # a read-only shared cache: verify again next time
-        pass
-
-
-def context_hint(name: str) -> int | None:
-    """The model's context length from a config already on disk (its offline cache or local
-    folder), without loading it; None when not known yet."""
-    import json
-
-    try:
-        spec = resolve_spec(name)
-    except ValueError:
-        return None
-    if spec.offline and spec.offline.startswith("dir:"):
-        folder = Path(spec.offline[4:])
-    else:
-        folder = _offline_cache_path(spec)
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except (TypeError, OSError, ValueError):
-        return None
-    cfg = cfg.get("text_config", cfg)
-    n = cfg.get("max_position_embeddings")
-    return int(n) if isinstance(n, int) and n > 0 else None
-
-
+def check_weights(name: str, expected_sha256: str, *, what: str, source: str = "auto") -> ModelLocation:
+    """Where ``name``'s weights are, refused before they load unless they are the weights
+    ``expected_sha256`` names (``what``, e.g. a saved probe, was trained on them)."""
+    loc = locate_model(name, source=source)
+    if loc.weights_sha256 != expected_sha256:
+        raise ValueError(f"{what} was trained on {name} weights {expected_sha256[:12]}..., but {name} here has "
+                         f"weights {loc.weights_sha256[:12]}... ({loc.source}); use the model it was trained on, or "
+                         "train it again on these weights")
+    return loc

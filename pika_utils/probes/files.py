@@ -7,10 +7,19 @@ import hashlib
 import numpy as np
 
 
+#: The field of probe.json that seals every other one (``store.json_sha256``).
+SEAL = "fields_sha256"
+
+_RESAVE = ("save the probe again from its fit (probes.protocol.save_trained_probe; chapter 3 saves "
+           "its probes when it runs) or refit it")
+
+
 def save_probe(path, coef: np.ndarray, info: dict) -> None:
     """Write ``probe.safetensors`` (the weight vector) and ``probe.json`` (layer, position,
     alpha, Platt coefficients, hashes, versions, the weights file's sha256 and length) into
-    folder ``path``."""
+    folder ``path``. probe.json is sealed: ``fields_sha256`` is the sha256 of every other field
+    (the weights' ``coef_sha256`` among them), so an edit to any field that changes what the
+    probe computes (layer, position, model, alpha, platt, prompt, ...) is refused on load."""
     from pathlib import Path
 
     from safetensors.numpy import save
@@ -22,9 +31,10 @@ def save_probe(path, coef: np.ndarray, info: dict) -> None:
     coef = np.asarray(coef, dtype=np.float64)
     data = save({"coef": coef})
     store.atomic_write_bytes(path / "probe.safetensors", data)
-    store.write_json(path / "probe.json", {**info, "d_model": int(coef.shape[0]),
-                                           "coef_sha256": hashlib.sha256(data).hexdigest(),
-                                           "versions": store.versions(), "saved": store.now_iso()})
+    record = {k: v for k, v in info.items() if k != SEAL}
+    record.update({"d_model": int(coef.shape[0]), "coef_sha256": hashlib.sha256(data).hexdigest(),
+                   "versions": store.versions(), "saved": store.now_iso()})
+    store.write_json(path / "probe.json", {**record, SEAL: store.json_sha256(record)})
 
 
 class ProbeError(ValueError):
@@ -101,10 +111,13 @@ def validate_probe_dir(path) -> tuple[np.ndarray, dict]:
             raise bad("platt", "a binary (classification) probe needs [a, b]: two finite numbers fitted on validation")
     elif platt is not None:
         raise bad("platt", "must be null for a regression probe")
-    recorded = info.get("coef_sha256")
-    if recorded is not None and store.file_sha256(wf) != recorded:
+    missing = [k for k in ("coef_sha256", SEAL) if not isinstance(info.get(k), str)]
+    if missing:  # saved before probes recorded them: nothing to check the weights or fields against
+        raise ProbeError(f"{jf} records no {' and no '.join(missing)}: the probe was saved by an earlier version of "
+                         f"pika_utils, so its weights and fields cannot be checked against what was saved; {_RESAVE}")
+    if not store.sha256_matches(wf, info["coef_sha256"]):
         raise ProbeError(f"{wf}: its sha256 differs from the coef_sha256 recorded in probe.json when it was "
-                         "saved (edited or damaged); save the probe again")
+                         f"saved (edited or damaged); {_RESAVE}")
     try:
         from safetensors.numpy import load_file
         tensors = load_file(str(wf))
@@ -119,6 +132,10 @@ def validate_probe_dir(path) -> tuple[np.ndarray, dict]:
         raise ProbeError(f"{wf}: 'coef' has {coef.shape[0]} values, probe.json records d_model={info['d_model']!r}")
     if not np.isfinite(coef).all():
         raise ProbeError(f"{wf}: 'coef' holds {int((~np.isfinite(coef)).sum())} NaN/inf value(s)")
+    if store.json_sha256({k: v for k, v in info.items() if k != SEAL}) != info[SEAL]:
+        raise ProbeError(f"{jf}: its fields differ from the ones sealed by {SEAL} when it was saved (a field such "
+                         "as layer, position, model, alpha or platt was edited, and the probe would compute "
+                         f"something else); {_RESAVE}")
     return coef.astype(np.float64), info
 
 

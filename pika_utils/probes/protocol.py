@@ -250,7 +250,8 @@ def _check_texts(questions: Sequence[str]) -> list[str]:
     questions = list(questions)
     if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
         from ..problems.files import validate_questions
-        validate_questions(pd.DataFrame({"question": questions}), where="questions to score", id_column=None)
+        validate_questions(pd.DataFrame({"question": pd.Series(questions, dtype=object)}), where="questions to score",
+                           id_column=None)
     return questions
 
 
@@ -307,7 +308,7 @@ def predict_many(paths: Mapping[str, str | Path], questions: Sequence[str], lms:
     (model and prompt, see ``reading_key``): reader probes that predict every pool member's
     success from one small model cost one prefill of that model. ``lms`` maps a probe's name
     or its model's name to a ``LoadedModel``; others load by name."""
-    from ..models.registry import load_model
+    from ..models.registry import check_weights, load_model
 
     probes = {name: load_probe(p) for name, p in paths.items()}  # validated whole before any model loads
     questions = _check_texts(questions)
@@ -320,6 +321,9 @@ def predict_many(paths: Mapping[str, str | Path], questions: Sequence[str], lms:
         model = key[0]
         lm = next((lms[n] for n in names if lms.get(n) is not None), None) or lms.get(model)
         if lm is None:
+            if model not in loaded:  # the probes' weights are these, before any weights load
+                for n in names:
+                    check_weights(model, probes[n][1]["weights_sha256"], what=f"the probe in {paths[n]}", source=source)
             lm = loaded[model] = loaded.get(model) or load_model(model, source=source)
         for n in names:
             _check_probe_model(paths[n], *probes[n], lm)

@@ -1,8 +1,8 @@
 """Problem and question files, read and checked once: the book's file source, ``pika rollouts``,
 ``pika label``, ``pika route`` and ``run_rollouts`` all come through here.
 
-``read_table(path)`` reads a JSONL, JSON, CSV or Parquet file with its encoding and format errors
-named; ``validate_questions(df, where=...)`` checks a table's question, answer and id columns;
+``read_table(path)`` (``problems.reading``) reads a JSONL, JSON, CSV or Parquet file with its
+encoding, format and size errors named; ``validate_questions(df, where=...)`` checks a table's question, answer and id columns;
 ``read_problem_file(path)`` does both for a file; ``load_file`` turns a researcher's own file into
 the problem table (source ``file:<name>``, its sha256 recorded). Every error is an ``InputError``
 that names the file (or table), the column, the first offending rows and the rule broken, and is
@@ -13,31 +13,30 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..core.store import file_sha256, read_parquet
+from ..core.store import file_sha256
+from .reading import FILE_FORMATS, InputError, read_table
 from .table import DOMAINS, SPLITS, question_id, rank_sample, validate_problems
 
-#: Readable table formats, by file suffix, with the name a record gives each.
-FILE_FORMATS = {".jsonl": "JSONL", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet"}
-TABLE_SUFFIXES = tuple(FILE_FORMATS)
-#: Columns a user's problem file must have, and the ones it may have.
+#: Columns a user's problem file must have, and the ones it may have (``id`` or ``problem_id``
+#: names a row; not both).
 FILE_REQUIRED = ("question", "answer")
-FILE_OPTIONAL = ("id", "difficulty", "domain", "split")
+FILE_OPTIONAL = ("id", "problem_id", "difficulty", "domain", "split")
+FILE_ID_COLUMNS = ("id", "problem_id")
 #: A question longer than this many characters is refused before a model loads, whatever the
 #: model (no model here reads 4 characters per token over a context longer than 256k tokens).
 MAX_QUESTION_CHARS = 1_000_000
 #: Characters per token assumed for the cheap length pre-check (real tokenizers average 3-4
 #: characters per token on English and maths, so 4 errs on the side of letting a prompt through).
 CHARS_PER_TOKEN = 4
-
-
-class InputError(ValueError):
-    """A bad input, named: which file or table, which column, which rows, which rule."""
+#: Ordinary whitespace a question may hold besides visible characters.
+ORDINARY_WHITESPACE = "\t\n\r"
 
 
 def _rows(df: pd.DataFrame, mask, id_column: str | None, limit: int = 5, first_row: int = 0) -> str:
@@ -58,75 +57,13 @@ def _rule_book(df: pd.DataFrame, id_column: str | None, first_row: int):
     every check reports the same way and all of them are reported at once."""
     errors: list[str] = []
 
-    def rule(col: str, mask, text: str) -> None:
+    def rule(col: str, mask, text: str, detail: str = "") -> None:
         mask = pd.Series(mask, index=df.index).fillna(False).astype(bool)
         if mask.any():
             errors.append(f"column {col!r}: {int(mask.sum())} row(s) break the rule '{text}': "
-                          f"{_rows(df, mask, id_column, first_row=first_row)}")
+                          f"{_rows(df, mask, id_column, first_row=first_row)}{detail}")
 
     return errors, rule
-
-
-def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
-    """A table from a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file; text must be UTF-8.
-    Errors name the file and, for text files, the line and byte of the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} file {path} does not exist (working directory: {Path.cwd()})")
-    if path.is_dir():
-        raise InputError(f"{what} file {path} is a folder; give a {', '.join(TABLE_SUFFIXES)} file")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{what} file {path}: unknown format {suffix or '(no suffix)'!r}; "
-                         f"use one of {', '.join(TABLE_SUFFIXES)}")
-    if suffix == ".parquet":
-        try:
-            return read_parquet(path)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError(f"{what} file {path} is not UTF-8: byte {e.start} (line {line}) is "
-                         f"{raw[e.start:e.start + 1]!r}. Re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
-    text = text.removeprefix("\ufeff")
-    if not text.strip():
-        raise InputError(f"{what} file {path} is empty")
-    if suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{what} file {path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{what} file {path}, line {n}: each line must be a JSON object, got "
-                                 f"{type(rec).__name__}")
-            records.append(rec)
-        return pd.DataFrame.from_records(records)
-    if suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{what} file {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
-            return pd.DataFrame.from_records(obj)
-        if isinstance(obj, dict) and all(isinstance(v, list) for v in obj.values()):
-            try:
-                return pd.DataFrame(obj)
-            except ValueError as e:
-                raise InputError(f"{what} file {path}: columns of different lengths ({e})") from None
-        raise InputError(f"{what} file {path}: expected a list of objects or an object of equal-length "
-                         "lists (columns)")
-    import io
-    try:  # CSV: every cell as text, so an id or answer like "007" keeps its zeros
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except Exception as e:  # pandas' parser errors have several types
-        raise InputError(f"{what} file {path}: not a readable CSV ({type(e).__name__}: {e})") from None
 
 
 def validate_questions(df: pd.DataFrame, *, where: str = "problems table", column: str = "question",
@@ -142,8 +79,9 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
     need = [c for c in (id_column, column, answer_column) if c]
     missing = [c for c in need if c not in df.columns]
     if missing:
+        hint = {c: k for c, k in near_misses(df.columns, need).items() if k in missing}
         raise InputError(f"{where}: no column(s) {missing}; it has {list(map(str, df.columns))}; "
-                         f"needed: {need}")
+                         f"needed: {need}" + "".join(f"; did you mean {k!r} for {c!r}?" for c, k in hint.items()))
     if len(df) == 0:
         raise InputError(f"{where}: the table has no rows; give at least one question")
     out = df.copy()
@@ -155,8 +93,14 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
          if not_str.any() else "a question is text")
     rule(column, q.map(lambda v: _missing(v) or (isinstance(v, str) and not v.strip())),
          "a question is not empty or blank")
-    rule(column, q.map(lambda v: isinstance(v, str) and bool(v.strip()) and not _visible(v)),
+    visible = q.map(lambda v: isinstance(v, str) and _visible(v))
+    rule(column, q.map(lambda v: isinstance(v, str) and bool(v.strip())) & ~visible,
          "a question has a visible character (not only zero-width or control characters)")
+    odd = q.map(lambda v: _odd_characters(v) if isinstance(v, str) else [])
+    found = sorted({c for cs in odd[visible] for c in cs})
+    rule(column, visible & odd.map(bool),
+         "a question holds no control or invisible characters besides spaces, tabs and newlines",
+         f" (found {', '.join(found[:6])}{' ...' if len(found) > 6 else ''})")
     if max_chars is not None:
         rule(column, q.map(lambda v: isinstance(v, str) and len(v) > max_chars),
              f"a question has at most {max_chars:,} characters")
@@ -164,14 +108,19 @@ def validate_questions(df: pd.DataFrame, *, where: str = "problems table", colum
         a = out[answer_column]
         rule(answer_column, a.map(lambda v: _missing(v) or (isinstance(v, str) and not v.strip())),
              "every problem has a gold answer (not empty)")
-        rule(answer_column, a.map(lambda v: not _missing(v) and not isinstance(v, (str, int)) or isinstance(v, bool)),
-             "an answer is text or an integer")
+        not_text = a.map(lambda v: not _missing(v) and not isinstance(v, (str, int)) or isinstance(v, bool))
+        rule(answer_column, not_text, "an answer is text or an integer", _got(a[not_text]))
     if id_column:
         ids = out[id_column]
         blank = ids.map(lambda v: _missing(v) or (isinstance(v, str) and not v.strip()))
         rule(id_column, blank, "every row has an id")
-        rule(id_column, ids.map(lambda v: not _missing(v) and not isinstance(v, (str, int)) or isinstance(v, bool)),
-             "an id is text or an integer")
+        not_id = ids.map(lambda v: not _missing(v) and not isinstance(v, (str, int)) or isinstance(v, bool))
+        rule(id_column, not_id, "an id is text or an integer", _got(ids[not_id]))
+        kinds = ids.map(lambda v: "text" if isinstance(v, str) else "integer"
+                        if isinstance(v, int) and not isinstance(v, bool) else None)
+        if kinds.nunique() > 1:  # 7 and "007" would both be ids; a mix is a column typed by hand
+            rare = kinds.value_counts().sort_index().idxmin()
+            rule(id_column, kinds.eq(rare), "ids are all text or all integers, not a mix", f" ({rare} here)")
         rule(id_column, ids.astype(str).duplicated(keep=False) & ~blank, "ids are unique")
     if errors:
         raise InputError(f"{where}: invalid input\n  " + "\n  ".join(errors))
@@ -188,24 +137,78 @@ def _visible(text: str) -> bool:
     return any(not c.isspace() and unicodedata.category(c)[0] != "C" for c in text)
 
 
+def _odd_characters(text: str) -> list[str]:
+    """The control and invisible characters of a text besides ``ORDINARY_WHITESPACE`` (Unicode's
+    'other' categories: controls, format characters such as zero-width spaces, joiners and
+    direction marks, private-use and unassigned code points), as 'U+200B'; a byte that was not
+    UTF-8 (kept by 'surrogateescape') as 'byte 0xff (not UTF-8)'."""
+    out = []
+    for c in dict.fromkeys(text):
+        if c in ORDINARY_WHITESPACE or unicodedata.category(c)[0] != "C":
+            continue
+        out.append(f"byte 0x{ord(c) - 0xDC00:02x} (not UTF-8)" if "\udc80" <= c <= "\udcff" else f"U+{ord(c):04X}")
+    return out
+
+
+def _got(values: pd.Series) -> str:
+    """' (got list, dict)': the types of offending values, for a rule's message."""
+    return f" (got {', '.join(sorted({type(v).__name__ for v in values}))})" if len(values) else ""
+
+
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def read_problem_file(path: str | Path, *, column: str = "question", answer_column: str | None = "answer",
-                      id_column: str | None = "problem_id", what: str = "problems") -> pd.DataFrame:
+                      id_column: str | Sequence[str] | None = "problem_id", what: str = "problems") -> pd.DataFrame:
     """Read and check a problems file (JSONL, JSON, CSV or Parquet): the one reader behind
     ``pika rollouts --problems``, ``pika label --problems`` and a book's file source. An
-    ``id_column`` the file does not have is not required."""
+    ``id_column`` the file does not have is not required; given several names (e.g.
+    ``FILE_ID_COLUMNS``), the one the file has is checked, and a file with more than one is refused."""
     df = read_table(path, what=what)
-    if id_column and id_column not in df.columns:
-        id_column = None
-    return validate_questions(df, where=f"{what} file {path}", column=column, answer_column=answer_column,
-                              id_column=id_column, first_row=1).reset_index(drop=True)
+    where = f"{what} file {path}"
+    return validate_questions(df, where=where, column=column, answer_column=answer_column,
+                              id_column=file_id_column(df, id_column, where), first_row=1).reset_index(drop=True)
+
+
+def file_id_column(df: pd.DataFrame, names: str | Sequence[str] | None, where: str) -> str | None:
+    """The column of ``names`` that names a file's rows (None: none of them); two are refused."""
+    names = () if names is None else (names,) if isinstance(names, str) else tuple(names)
+    present = [c for c in names if c in df.columns]
+    if len(present) > 1:
+        raise InputError(f"{where}: the columns {present} both name the rows; keep one of them")
+    return present[0] if present else None
+
+
+def near_misses(columns: Sequence, known: Sequence[str], *, cutoff: float = 0.85) -> dict[str, str]:
+    """Columns that would be ignored but look like a known one: the same name but for case,
+    spaces or hyphens (``Difficulty``, `` split``, ``Problem ID``), or a close spelling of a known
+    column the table lacks (``answers``, ``difficulity``). Maps each to the known name."""
+    names = [str(c) for c in columns]
+    out = {}
+    for c in names:
+        if c in known:
+            continue
+        norm = "_".join(c.strip().lower().replace("-", " ").split())
+        if norm in known:
+            out[c] = norm
+            continue
+        close = [(SequenceMatcher(None, norm, k).ratio(), k) for k in known if k not in names]
+        best = max(close, default=(0.0, ""))
+        if best[0] >= cutoff:
+            out[c] = best[1]
+    return out
+
+
+def _name_prompts(bad: Sequence[int], ids: Sequence | None, rows: Sequence | None, detail=lambda i: "") -> str:
+    """'row R (problem_id=...)' for the first offending prompts: ``rows`` are a file's row numbers
+    (a table sorted by id is not in the file's order), else the table's positions."""
+    return ", ".join(f"row {rows[i] if rows is not None else i}" + (f" (problem_id={ids[i]!r})" if ids is not None else "")
+                     + detail(i) for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
 
 
 def check_prompt_chars(questions: Sequence[str], context: int | None, *, where: str = "problems table",
-                       ids: Sequence | None = None) -> None:
+                       ids: Sequence | None = None, rows: Sequence | None = None) -> None:
     """The cheap pre-check before a model loads: a question longer than ``CHARS_PER_TOKEN`` x the
     model's context (in characters) cannot fit, whatever its tokenizer."""
     if not context:
@@ -213,37 +216,67 @@ def check_prompt_chars(questions: Sequence[str], context: int | None, *, where: 
     limit = CHARS_PER_TOKEN * int(context)
     bad = [i for i, q in enumerate(questions) if len(q) > limit]
     if bad:
-        names = ", ".join(f"row {i}" + (f" (problem_id={ids[i]!r})" if ids is not None else "") for i in bad[:5])
         raise InputError(f"{where}: column 'question': {len(bad)} question(s) are longer than {limit:,} "
                          f"characters ({CHARS_PER_TOKEN} x the model's context of {context:,} tokens), so they "
-                         f"cannot fit: {names}; the longest has {max(len(questions[i]) for i in bad):,}. "
-                         "Shorten or drop them.")
+                         f"cannot fit: {_name_prompts(bad, ids, rows)}; the longest has "
+                         f"{max(len(questions[i]) for i in bad):,}. Shorten or drop them.")
 
 
 def check_prompt_tokens(n_tokens: Sequence[int], context: int | None, max_new_tokens: int, *,
-                        where: str = "problems table", ids: Sequence | None = None) -> None:
+                        where: str = "problems table", ids: Sequence | None = None,
+                        rows: Sequence | None = None) -> None:
     """Every prompt plus ``max_new_tokens`` fits the model's context (checked before generation)."""
     if not context:
         return
     bad = [i for i, n in enumerate(n_tokens) if n + max_new_tokens > context]
     if bad:
-        names = ", ".join(f"row {i}" + (f" (problem_id={ids[i]!r})" if ids is not None else "")
-                          + f": {n_tokens[i]} tokens" for i in bad[:5])
+        names = _name_prompts(bad, ids, rows, lambda i: f": {n_tokens[i]} tokens")
         raise InputError(f"{where}: column 'question': {len(bad)} prompt(s) plus max_new_tokens={max_new_tokens} "
                          f"exceed the model's context of {context} tokens: {names}. Shorten or drop them, "
                          "or lower max_new_tokens.")
 
 
+def check_prompts_fit(questions: Sequence[str], model: str, *, max_new_tokens: int, prompt_suffix: str = "",
+                      system_prompt: str | None = None, source: str = "auto", where: str = "problems table",
+                      ids: Sequence | None = None, rows: Sequence | None = None) -> None:
+    """Before the model's weights load (or are built or downloaded): every prompt plus
+    ``max_new_tokens`` fits the model's context, counted with its tokenizer where that is at hand
+    without the weights (``registry.tokenizer_hint``: a cold cache of the tiny model too), else
+    the character pre-check against a known context (``check_prompt_chars``)."""
+    from ..models.hints import context_hint, tokenizer_hint
+
+    questions = list(questions)
+    hint = tokenizer_hint(model, source)
+    if hint is None:
+        check_prompt_chars(questions, context_hint(model, source), where=where, ids=ids, rows=rows)
+        return
+    from ..core.prompts import chat_prompts
+
+    tok, context = hint
+    check_prompt_chars(questions, context, where=where, ids=ids, rows=rows)  # nothing absurdly long is tokenized
+    prompts = chat_prompts(tok, questions, prompt_suffix, system_prompt)
+    n_tokens = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
+    check_prompt_tokens(n_tokens, context, max_new_tokens, where=where, ids=ids, rows=rows)
+
+
+def file_rows(problems: pd.DataFrame) -> list | None:
+    """Each problem's row in its file (``load_file`` records it in ``meta``), or None."""
+    try:
+        return [json.loads(m)["row"] for m in problems["meta"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def check_file_columns(df: pd.DataFrame, where: str) -> None:
     """The optional columns of a user's problem file: a numeric ``difficulty``, a known ``domain``,
     a known ``split``; rows counted from 1."""
-    errors, rule = _rule_book(df, "id" if "id" in df else None, first_row=1)
-    known = {c.lower(): c for c in FILE_REQUIRED + FILE_OPTIONAL}
-    near = {str(c): known[str(c).strip().lower()] for c in df.columns
-            if str(c) not in known.values() and str(c).strip().lower() in known}
+    errors, rule = _rule_book(df, file_id_column(df, FILE_ID_COLUMNS, where), first_row=1)
+    near = near_misses(df.columns, FILE_REQUIRED + FILE_OPTIONAL)
     if near:
         errors.append("column(s) " + ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in near.items())
-                      + " would be ignored: column names are lower case")
+                      + " would be ignored: the known columns are " + ", ".join(FILE_REQUIRED + FILE_OPTIONAL)
+                      + ", spelled exactly so; rename the column (to the known name, or to one unlike them "
+                        "if it is meant to be ignored)")
 
     if "difficulty" in df.columns:
         given = df["difficulty"].notna() & df["difficulty"].astype(str).str.strip().ne("")
@@ -258,8 +291,9 @@ def check_file_columns(df: pd.DataFrame, where: str) -> None:
 
 def load_file(path: str | Path | None = None, paths: Sequence[str | Path] | None = None,
               name: str | None = None, limit: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """A user's own problems from one or more JSONL, CSV or Parquet files with columns
-    ``question`` and ``answer`` (and optionally ``id``, ``difficulty``, ``domain``, ``split``).
+    """A user's own problems from one or more JSONL, JSON, CSV or Parquet files with columns
+    ``question`` and ``answer`` (and optionally ``id`` or ``problem_id``, ``difficulty``, ``domain``,
+    ``split``); a row's problem_id is ``file:<name>-<its id>``, or from its question without one.
     Each file becomes the source ``file:<name>`` (``name`` or the file's stem); its sha256 goes
     into every row's ``meta`` and into ``df.attrs['record']`` (written to problems.json)."""
     files = ([path] if path is not None else []) + list(paths or [])
@@ -270,15 +304,16 @@ def load_file(path: str | Path | None = None, paths: Sequence[str | Path] | None
     parts, record = [], []
     for f in files:
         f = Path(f)
-        df = read_problem_file(f, id_column="id")
+        df = read_problem_file(f, id_column=FILE_ID_COLUMNS)
         check_file_columns(df, f"problems file {f}")
+        id_col = file_id_column(df, FILE_ID_COLUMNS, f"problems file {f}")
         sha = file_sha256(f)
         label = name or f.stem
         if not label.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"{f}: source name {label!r} must be letters, digits, '-' or '_' (pass name=...)")
         source = f"file:{label}"
         diff = pd.to_numeric(df["difficulty"], errors="coerce") if "difficulty" in df else pd.Series(math.nan, index=df.index)
-        ids = (df["id"].astype(str).str.strip().map(lambda i: f"{source}-{i}") if "id" in df
+        ids = (df[id_col].astype(str).str.strip().map(lambda i: f"{source}-{i}") if id_col
                else df["question"].astype(str).map(lambda q: question_id(source, q)))
         meta = [json.dumps({"file": f.name, "sha256": sha, "row": i + 1,
                             **({"domain": str(df["domain"][i])} if "domain" in df and pd.notna(df["domain"][i]) else {})})
@@ -290,6 +325,9 @@ def load_file(path: str | Path | None = None, paths: Sequence[str | Path] | None
             "split_given": df["split"].fillna("").astype(str).str.strip() if "split" in df else "",
             "domain": df["domain"].fillna("").astype(str).replace("", "math") if "domain" in df else "math", "meta": meta})
         dup = out["problem_id"].duplicated(keep=False)
+        if dup.any() and id_col:  # ids unique as given, but not once their spaces are trimmed
+            raise InputError(f"problems file {f}: column {id_col!r}: the ids of rows "
+                             f"{_rows(df, dup.to_numpy(), id_col, first_row=1)} are the same once spaces are trimmed")
         if dup.any():
             raise InputError(f"problems file {f}: the same question appears in rows "
                              f"{_rows(out, dup, None, first_row=1).replace('row ', '')}; "

@@ -254,23 +254,18 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
 
 
 def _check_price(item: Mapping) -> None:
-    """A member's size (billions, with a price tier) or price (two non-negative numbers), named."""
-    from ..core.prices import SIZE_TIERS
+    """A member's size (billions, with a price tier) or price (two non-negative numbers), named:
+    the price module's own checks, as an InputError."""
+    from ..core.prices import check_price, price_for_size
 
-    name = item["name"]
-    if "price" in item:
-        p = item["price"]
-        ok = isinstance(p, Mapping) and {"input_per_m", "output_per_m"} <= set(p) and all(
-            isinstance(p[k], (int, float)) and not isinstance(p[k], bool) and p[k] >= 0 for k in ("input_per_m", "output_per_m"))
-        if not ok:
-            raise InputError(f"recorded_members[{name!r}]: price={p!r} must be {{input_per_m: $, output_per_m: $}} "
-                             "per million tokens, both numbers >= 0")
-    if "size_b" in item:
-        v = item["size_b"]
-        top = SIZE_TIERS[-1][0]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= top:
-            raise InputError(f"recorded_members[{name!r}]: size_b={v!r} must be a number of billions of parameters in "
-                             f"(0, {top}] (the price tiers' range); give a price instead for a larger model")
+    where = f"recorded_members[{item['name']!r}]"
+    try:
+        if "price" in item:
+            check_price(item["price"], where=f"{where}: price")
+        if "size_b" in item:
+            price_for_size(item["size_b"], where=f"{where}: size_b")
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def recorded_chains(member: str = "sky-t1-27b-long") -> pd.DataFrame:

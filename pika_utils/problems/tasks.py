@@ -4,6 +4,7 @@ files in ``files``); the schema and splits live in ``table``."""
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Callable, Mapping, Sequence
 
 import pandas as pd
@@ -37,15 +38,12 @@ def load_problems(sources: Mapping[str, dict] | Sequence[str], seed: int = 0) ->
     unknown = [s for s in spec if s not in LOADERS]
     if unknown or not spec:
         raise ValueError(f"unknown problem sources {unknown or '(none given)'}; known: {sorted(LOADERS)}")
+    for name, kwargs in spec.items():  # every source's arguments, before any is loaded
+        check_source_args(name, kwargs)
     parts, record = [], []
     for name, kwargs in spec.items():
         kwargs = dict(kwargs or {})
         sig = _LOADER_PARAMS.get(name) or inspect.signature(LOADERS[name])
-        bad = [k for k in kwargs if k not in sig.parameters or k == "name"]
-        if bad:
-            allowed = [p for p in sig.parameters if p != "name"]
-            raise TypeError(f"source {name!r} does not take {bad}; it takes {allowed}")
-        _check_kwargs(name, sig, kwargs)
         if "seed" in sig.parameters:
             kwargs.setdefault("seed", seed)
         part = LOADERS[name](**kwargs)
@@ -62,16 +60,37 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "Path": (str,), "
           "Sequence": (list, tuple), "list": (list, tuple), "dict": (dict,), "Mapping": (dict,)}
 
 
-def _check_kwargs(source: str, sig: inspect.Signature, kwargs: Mapping) -> None:
-    """Each argument of a source of the type its loader declares, refused with its name before
-    anything is read (``n_per_level: eight`` or ``path: 5`` would fail deep inside the loader)."""
+def check_source_args(source: str, kwargs: Mapping | None) -> None:
+    """A source's arguments: each one its loader takes, of the type the loader declares, refused
+    with the source, the key and the value before anything is read (``n_per_level: eight`` or
+    ``path: 5`` would fail deep inside the loader). The book's profile check calls it too."""
+    if source not in LOADERS:
+        raise ValueError(f"unknown problem source {source!r}; known: {sorted(LOADERS)}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"problem source {source!r}: its arguments must be a mapping (or null), got {kwargs!r}")
+    kwargs = dict(kwargs or {})
+    sig = _LOADER_PARAMS.get(source) or inspect.signature(LOADERS[source])
+    bad = [k for k in kwargs if k not in sig.parameters or k == "name"]
+    if bad:
+        allowed = [p for p in sig.parameters if p != "name"]
+        raise TypeError(f"source {source!r} does not take {bad}; it takes {allowed}")
     for key, value in kwargs.items():
         ann = sig.parameters[key].annotation
         ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
         kinds = [k for k in _TYPES if k in ann.replace("[", " ").replace("|", " ").split()]
         if not kinds or (value is None and "None" in ann):
             continue
-        allowed = tuple(t for k in kinds for t in _TYPES[k])
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        if not _is_a(value, kinds):
             raise TypeError(f"problem source {source!r}: {key}={value!r} must be {' or '.join(kinds)}"
                             f"{' or null' if 'None' in ann else ''}, got {type(value).__name__}")
+        inner = re.search(r"(?:Sequence|list)\[([^\]]+)\]", ann)  # the items of a list: Sequence[int]
+        items = [k for k in _TYPES if inner and k in inner.group(1).replace("|", " ").split()]
+        bad = [v for v in value if not _is_a(v, items)] if items and isinstance(value, (list, tuple)) else []
+        if bad:
+            raise TypeError(f"problem source {source!r}: {key}={value!r} must hold {' or '.join(items)} values, "
+                            f"not {bad[0]!r} ({type(bad[0]).__name__})")
+
+
+def _is_a(value, kinds: Sequence[str]) -> bool:
+    allowed = tuple(t for k in kinds for t in _TYPES[k])
+    return isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)

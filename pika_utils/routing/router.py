@@ -83,7 +83,7 @@ class Router:
         """The chosen member per question and every probability behind it (NaN where a cascade
         did not consult a member). Models load by the probes' JSON names unless ``lms`` maps a
         member (or a model name) to a ``LoadedModel``."""
-        from ..models.registry import load_model
+        from ..models.registry import check_weights, load_model
         from ..probes.protocol import predict_many, reading_key
 
         qs, lms, loaded = list(questions), dict(lms or {}), {}
@@ -95,6 +95,10 @@ class Router:
         for member in self.order:
             groups.setdefault(reading_key(self.info[member]), []).append(member)
         shared: dict[str, np.ndarray] = {}
+        for key, group in groups.items():  # each model to load holds the weights its probes read, before it loads
+            if not any(lms.get(g) is not None for g in group) and lms.get(key[0]) is None:
+                check_weights(key[0], key[1], what=f"the probe of {group[0]!r} ({self.probe_dirs[group[0]]})",
+                              source=source)
 
         def lm_for(member: str):
             name = self.info[member]["model"]
@@ -140,6 +144,7 @@ class Router:
             "kind": KIND, "format": 1, "order": self.order,
             "probe_dirs": {m: os.path.relpath(d, base) for m, d in self.probe_dirs.items()},
             "probe_sha256": {m: store.file_sha256(d / "probe.safetensors") for m, d in self.probe_dirs.items()},
+            "probe_json_sha256": {m: store.file_sha256(d / "probe.json") for m, d in self.probe_dirs.items()},
             "costs": self.costs.to_dict(), "lam": self.lam, "thresholds": self.thresholds,
             "versions": store.versions(), "saved": store.now_iso()})
 
@@ -164,4 +169,8 @@ class Router:
                                  "probe folders must move together")
             if store.file_sha256(f) != d["probe_sha256"][m]:
                 raise ValueError(f"the probe of {m!r} in {folder} changed since the router was saved; refit the router")
+            j = folder / "probe.json"  # recorded since routers seal their probes' JSON too
+            if m in (d.get("probe_json_sha256") or {}) and (not j.exists() or store.file_sha256(j) != d["probe_json_sha256"][m]):
+                raise ValueError(f"{path}: the probe of {m!r} has another {j} than when the router was saved (its "
+                                 "layer, position or another field changed); refit the router")
         return cls(dirs, d["costs"], lam=d["lam"], thresholds=d["thresholds"], order=d["order"])
