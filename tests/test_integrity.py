@@ -401,6 +401,24 @@ def test_cached_weights_with_flipped_bytes_same_size_and_mtime_are_refused(tmp_p
     refused(lambda: cache.verify_weights(folder, meta), str(weights), "has sha256", exc=RuntimeError)
 
 
+def test_unchanged_cached_weights_are_not_hashed_again_by_the_next_process(tmp_path, monkeypatch):
+    """A chapter that only looks a model up must not re-read gigabytes: the last full check's
+    stamp (size, mtime, ctime, inode) stands for the sha256 while the file is unchanged."""
+    from pika_utils.models import cache
+
+    folder = _tiny_cache(tmp_path, monkeypatch)
+    meta = store.read_json(folder / cache.META_FILE)
+    cache.verify_weights(folder, meta)
+    store.forget_verified()  # a new process
+    hashed = []
+    monkeypatch.setattr(cache, "sha256_matches", lambda p, want: hashed.append(p) or store.sha256_matches(p, want))
+    cache.verify_weights(folder, meta)
+    assert hashed == []
+    flip_byte(folder / "model.safetensors")  # same size and mtime; ctime moves
+    refused(lambda: cache.verify_weights(folder, meta), "has sha256", exc=RuntimeError)
+    assert len(hashed) == 1
+
+
 def test_load_model_refuses_cached_weights_with_flipped_bytes_same_size_and_mtime(tmp_path, monkeypatch):
     from pika_utils.models.registry import load_model
 
@@ -449,3 +467,31 @@ def test_json_chunks_get_their_own_sidecar(tmp_path, capsys):
     flip_byte(path, 0.6)
     assert not store.chunk_ok(path)
     assert "problem-0000.json is damaged" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached tables (the routing pools): listed with their sha256 in the pool's record
+
+
+def test_cached_tables_are_reused_only_when_every_sha256_matches(tmp_path, capsys):
+    import pandas as pd
+
+    tables = {"a": pd.DataFrame({"x": [1, 2]}), "b": pd.DataFrame({"y": ["p", "q"]})}
+    assert store.stored_tables(tmp_path, "pool.json", tables) is None  # nothing yet
+    store.store_tables(tmp_path, "pool.json", tables, {"members": ["m"]})
+    meta, back = store.stored_tables(tmp_path, "pool.json", tables)
+    assert meta["members"] == ["m"] and back["a"].equals(tables["a"]) and set(meta["tables"]) == {"a.parquet", "b.parquet"}
+    flip_byte(tmp_path / "b.parquet")
+    store.forget_verified()
+    assert store.stored_tables(tmp_path, "pool.json", tables) is None  # computed again, never read
+    assert "b.parquet is damaged" in capsys.readouterr().err
+    assert not (tmp_path / "b.parquet").exists() and not (tmp_path / "pool.json").exists()
+
+
+def test_cached_tables_of_an_earlier_version_are_named_and_computed_again(tmp_path, capsys):
+    import pandas as pd
+
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "a.parquet", index=False)  # as before checksums
+    store.write_json(tmp_path / "pool.json", {"members": ["m"]})
+    assert store.stored_tables(tmp_path, "pool.json", ["a"]) is None
+    assert "records no sha256 for it" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..core.store import file_sha256, now_iso, sha256_matches, versions, write_json
+from ..core.store import file_sha256, file_stamp, now_iso, read_json, sha256_matches, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,18 @@ def finish(folder: Path, source: str, **extra) -> None:
 
 
 
+#: The last full check of a cache's weights: the file's stamp then (size, mtime, ctime, inode,
+#: device) and the sha256 it matched. ctime moves on any write, chmod or rename and cannot be set
+#: back, so weights changed since (even at the same size and mtime) no longer match the stamp.
+VERIFIED_FILE = "pika_verified.json"
+
+
 def verify_weights(folder: Path, meta: dict) -> None:
-    """The cached weights are the ones the sidecar describes, checked on every load: the size,
-    and the sha256 (hashed on the first load in a process; a later load in the same process
-    reuses that check while the file's size, mtime, ctime and inode are unchanged, see
-    ``store.sha256_matches``). A mismatch names the file and the folder to delete."""
+    """The cached weights are the ones the sidecar describes, checked on every use: the size, and
+    the sha256, hashed unless the file is unchanged since the last full check (its stamp in
+    ``pika_verified.json``, or this process's own check, see ``store.sha256_matches``): a chapter
+    that only looks a model up does not re-read gigabytes. A mismatch names the file and the
+    folder to delete."""
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise RuntimeError(f"{weights} is missing from the model cache; delete {folder} to rebuild it")
@@ -116,7 +123,17 @@ def verify_weights(folder: Path, meta: dict) -> None:
         raise RuntimeError(f"{weights} has {size} bytes, its sidecar says "
                            f"{meta.get('weights_bytes')}: the cache is damaged; delete {folder} to rebuild it")
     want = meta.get("weights_sha256")
+    stamp = {"stamp": list(file_stamp(weights)), "sha256": want}
+    try:
+        if isinstance(want, str) and read_json(folder / VERIFIED_FILE) == stamp:
+            return
+    except (OSError, ValueError):
+        pass
     if not isinstance(want, str) or not sha256_matches(weights, want):
         got = file_sha256(weights)
         raise RuntimeError(f"{weights} has sha256 {got[:12]}..., its sidecar {META_FILE} records "
                            f"{str(want)[:12]}...: the cache is damaged; delete {folder} to rebuild it")
+    try:
+        write_json(folder / VERIFIED_FILE, stamp)
+    except OSError:  # a read-only shared cache: hash again next time
+        pass

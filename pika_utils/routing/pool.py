@@ -80,15 +80,13 @@ def build_pool(params: Mapping[str, Any]) -> Pool:
     second chapter that routes reads them instead of re-fitting every member's probe."""
     problems, members = member_runs(params)
     folder = store.data_dir() / "pools" / pool_key(params, members)
-    if (folder / "pool.json").exists():
-        meta = store.read_json(folder / "pool.json")
-        tables = {name: store.read_parquet(folder / f"{name}.parquet") for name in _TABLES}
+    found = store.stored_tables(folder, "pool.json", _TABLES)
+    if found:
+        meta, tables = found
         return Pool(members=meta["members"], probe_dirs={m: Path(d) for m, d in meta["probe_dirs"].items()}, **tables)
     pool = _fit_pool(params, problems, members)
-    for name in _TABLES:
-        store.write_parquet(folder / f"{name}.parquet", getattr(pool, name))
-    store.write_json(folder / "pool.json", {"members": pool.members, "probe_dirs": pool.probe_dirs,
-                                            "versions": store.versions(), "created": store.now_iso()})
+    store.store_tables(folder, "pool.json", {n: getattr(pool, n) for n in _TABLES},
+                       {"members": pool.members, "probe_dirs": pool.probe_dirs})
     return pool
 
 

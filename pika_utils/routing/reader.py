@@ -104,18 +104,16 @@ def reader_pool(params: Mapping[str, Any]) -> ReaderPool:
     problems, members = pool_.member_runs(params)
     reader = reader_name(params)
     folder = store.data_dir() / "pools" / f"reader-{reader_key(params, members, reader)}"
-    if (folder / "reader.json").exists():
-        meta = store.read_json(folder / "reader.json")
-        tables = {n: store.read_parquet(folder / f"{n}.parquet") for n in _TABLES}
+    found = store.stored_tables(folder, "reader.json", _TABLES)
+    if found:
+        meta, tables = found
         return ReaderPool(reader=meta["reader"], reader_member=meta["reader_member"], members=meta["members"],
                           outcomes=pool.outcomes, probe_dirs={m: Path(d) for m, d in meta["probe_dirs"].items()},
                           **tables)
     rp = _fit(params, problems, members, pool, reader)
-    for n in _TABLES:
-        store.write_parquet(folder / f"{n}.parquet", getattr(rp, n))
-    store.write_json(folder / "reader.json", {"reader": rp.reader, "reader_member": rp.reader_member,
-                                              "members": rp.members, "probe_dirs": rp.probe_dirs,
-                                              "versions": store.versions(), "created": store.now_iso()})
+    store.store_tables(folder, "reader.json", {n: getattr(rp, n) for n in _TABLES},
+                       {"reader": rp.reader, "reader_member": rp.reader_member, "members": rp.members,
+                        "probe_dirs": rp.probe_dirs})
     return rp
 
 

@@ -122,17 +122,15 @@ def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
     reader = params["recorded_reader"]
     lm, acts = pipeline.activations_for(problems, reader, params)
     folder = store.data_dir() / "pools" / f"recorded-{recorded_key(params, acts.meta['key'], members)}"
-    if (folder / "recorded.json").exists():
-        meta = store.read_json(folder / "recorded.json")
-        t = {n: store.read_parquet(folder / f"{n}.parquet") for n in _TABLES}
+    found = store.stored_tables(folder, "recorded.json", _TABLES)
+    if found:
+        meta, t = found
         return RecordedPool(meta["reader"], meta["members"], t["problems"], t["outcomes"], t["members"], t["scores"],
                             t["chosen"], t["reader_prefill"])
     pool = _fit(params, problems, members, reader, lm, acts)
-    for n, df in zip(_TABLES, (pool.problems, pool.outcomes, pool.members_table, pool.scores, pool.chosen,
-                               pool.reader_prefill)):
-        store.write_parquet(folder / f"{n}.parquet", df)
-    store.write_json(folder / "recorded.json", {"reader": reader, "members": pool.members,
-                                                "versions": store.versions(), "created": store.now_iso()})
+    store.store_tables(folder, "recorded.json", dict(zip(_TABLES, (
+        pool.problems, pool.outcomes, pool.members_table, pool.scores, pool.chosen, pool.reader_prefill))),
+        {"reader": reader, "members": pool.members})
     return pool
 
 
