@@ -476,14 +476,16 @@ def test_json_chunks_get_their_own_sidecar(tmp_path, capsys):
 def test_cached_tables_are_reused_only_when_every_sha256_matches(tmp_path, capsys):
     import pandas as pd
 
+    from pika_utils.core import cached_tables
+
     tables = {"a": pd.DataFrame({"x": [1, 2]}), "b": pd.DataFrame({"y": ["p", "q"]})}
-    assert store.stored_tables(tmp_path, "pool.json", tables) is None  # nothing yet
-    store.store_tables(tmp_path, "pool.json", tables, {"members": ["m"]})
-    meta, back = store.stored_tables(tmp_path, "pool.json", tables)
+    assert cached_tables.stored_tables(tmp_path, "pool.json", tables) is None  # nothing yet
+    cached_tables.store_tables(tmp_path, "pool.json", tables, {"members": ["m"]})
+    meta, back = cached_tables.stored_tables(tmp_path, "pool.json", tables)
     assert meta["members"] == ["m"] and back["a"].equals(tables["a"]) and set(meta["tables"]) == {"a.parquet", "b.parquet"}
     flip_byte(tmp_path / "b.parquet")
     store.forget_verified()
-    assert store.stored_tables(tmp_path, "pool.json", tables) is None  # computed again, never read
+    assert cached_tables.stored_tables(tmp_path, "pool.json", tables) is None  # computed again, never read
     assert "b.parquet is damaged" in capsys.readouterr().err
     assert not (tmp_path / "b.parquet").exists() and not (tmp_path / "pool.json").exists()
 
@@ -491,7 +493,9 @@ def test_cached_tables_are_reused_only_when_every_sha256_matches(tmp_path, capsy
 def test_cached_tables_of_an_earlier_version_are_named_and_computed_again(tmp_path, capsys):
     import pandas as pd
 
+    from pika_utils.core import cached_tables
+
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "a.parquet", index=False)  # as before checksums
     store.write_json(tmp_path / "pool.json", {"members": ["m"]})
-    assert store.stored_tables(tmp_path, "pool.json", ["a"]) is None
+    assert cached_tables.stored_tables(tmp_path, "pool.json", ["a"]) is None
     assert "records no sha256 for it" in capsys.readouterr().err

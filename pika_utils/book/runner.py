@@ -335,8 +335,8 @@ FINDINGS_PAGE = Path("book") / "findings.md"
 
 
 def write_findings(root: Path, profile_name: str, chapters: Sequence[str] | None = None) -> Path:
-    """The first page's findings, read from this run's saved verdicts (of ``chapters``, the ones
-    just executed, e.g. '06_utility_router'): how many claims were reproduced, not reproduced or
+    """The first page's findings, read from the saved verdicts (of ``chapters``, those whose
+    executed pages the book holds, e.g. '06_utility_router'): how many claims were reproduced, not reproduced or
     left undecided, and the headline results with their intervals, each linked to its chapter
     (``book/findings.md``, included by the intro)."""
     from . import verdicts
@@ -388,7 +388,9 @@ def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, roo
     t0 = time.perf_counter()
     timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
     write_run_summary(root, profile, timings, time.perf_counter() - t0)
-    write_findings(root, str(load_profile(profile).get("profile", profile)), chapters=list(timings))
+    # the chapters whose executed pages this book holds (a partial run keeps the others' pages)
+    shown = sorted(p.stem for p in (root / "book" / "chapters").glob("*.ipynb")) or list(timings)
+    write_findings(root, str(load_profile(profile).get("profile", profile)), chapters=shown)
     index = build_book(root) if build else None
     print(f"[book] done in {time.perf_counter() - t0:.0f} s" + (f": {index}" if index else ""), flush=True)
     return index

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..generation import pipeline
 
-from ..core import store
+from ..core import cached_tables, store
 from ..probes import protocol as P
 from .evaluation import prefill_costs
 
@@ -80,12 +80,12 @@ def build_pool(params: Mapping[str, Any]) -> Pool:
     second chapter that routes reads them instead of re-fitting every member's probe."""
     problems, members = member_runs(params)
     folder = store.data_dir() / "pools" / pool_key(params, members)
-    found = store.stored_tables(folder, "pool.json", _TABLES)
+    found = cached_tables.stored_tables(folder, "pool.json", _TABLES)
     if found:
         meta, tables = found
         return Pool(members=meta["members"], probe_dirs={m: Path(d) for m, d in meta["probe_dirs"].items()}, **tables)
     pool = _fit_pool(params, problems, members)
-    store.store_tables(folder, "pool.json", {n: getattr(pool, n) for n in _TABLES},
+    cached_tables.store_tables(folder, "pool.json", {n: getattr(pool, n) for n in _TABLES},
                        {"members": pool.members, "probe_dirs": pool.probe_dirs})
     return pool
 

@@ -21,7 +21,7 @@ from ..generation import pipeline
 
 from ..core import prices
 
-from ..core import store
+from ..core import cached_tables, store
 from . import pool as pool_
 from ..probes import protocol as P
 from .rules import ReaderPrefill
@@ -104,14 +104,14 @@ def reader_pool(params: Mapping[str, Any]) -> ReaderPool:
     problems, members = pool_.member_runs(params)
     reader = reader_name(params)
     folder = store.data_dir() / "pools" / f"reader-{reader_key(params, members, reader)}"
-    found = store.stored_tables(folder, "reader.json", _TABLES)
+    found = cached_tables.stored_tables(folder, "reader.json", _TABLES)
     if found:
         meta, tables = found
         return ReaderPool(reader=meta["reader"], reader_member=meta["reader_member"], members=meta["members"],
                           outcomes=pool.outcomes, probe_dirs={m: Path(d) for m, d in meta["probe_dirs"].items()},
                           **tables)
     rp = _fit(params, problems, members, pool, reader)
-    store.store_tables(folder, "reader.json", {n: getattr(rp, n) for n in _TABLES},
+    cached_tables.store_tables(folder, "reader.json", {n: getattr(rp, n) for n in _TABLES},
                        {"reader": rp.reader, "reader_member": rp.reader_member, "members": rp.members,
                         "probe_dirs": rp.probe_dirs})
     return rp

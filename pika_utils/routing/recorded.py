@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..core import prices, store
+from ..core import cached_tables, prices, store
 from ..core.metrics import auroc, bootstrap_ci
 from ..generation import pipeline
 from ..probes.difficulty import question_labels
@@ -122,13 +122,13 @@ def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
     reader = params["recorded_reader"]
     lm, acts = pipeline.activations_for(problems, reader, params)
     folder = store.data_dir() / "pools" / f"recorded-{recorded_key(params, acts.meta['key'], members)}"
-    found = store.stored_tables(folder, "recorded.json", _TABLES)
+    found = cached_tables.stored_tables(folder, "recorded.json", _TABLES)
     if found:
         meta, t = found
         return RecordedPool(meta["reader"], meta["members"], t["problems"], t["outcomes"], t["members"], t["scores"],
                             t["chosen"], t["reader_prefill"])
     pool = _fit(params, problems, members, reader, lm, acts)
-    store.store_tables(folder, "recorded.json", dict(zip(_TABLES, (
+    cached_tables.store_tables(folder, "recorded.json", dict(zip(_TABLES, (
         pool.problems, pool.outcomes, pool.members_table, pool.scores, pool.chosen, pool.reader_prefill))),
         {"reader": reader, "members": pool.members})
     return pool
