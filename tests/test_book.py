@@ -131,6 +131,21 @@ def test_smoke_book_end_to_end(smoke_book):
     assert 'href="environment.html"' in (tmp_path / "_build" / "html" / "book" / "intro.html").read_text()  # in the navigation
 
 
+def test_smoke_book_chapters_9_and_10_say_what_they_found(smoke_book):
+    """What the separate chapter tests (now `slow`) check, read from the smoke book's own run:
+    chapter 9's figures, lessons and claims; chapter 10's verdict reasons and its K."""
+    root, _ = smoke_book
+    ch9 = json.loads((root / "book" / "chapters" / "09_recoverability.ipynb").read_text())
+    text = json.dumps(ch9["cells"])
+    assert "Smoke profile" in text and "What we learned" in text and "image/png" in text
+    assert ch9["metadata"]["papermill"]["parameters"]["recover_best_of"] == 2
+    assert any(p.name.startswith("c9-") for p in (root / "runs" / "verdicts" / "smoke").glob("*.json"))
+    ch10 = json.loads((root / "book" / "chapters" / "10_code.ipynb").read_text())
+    text = json.dumps(ch10["cells"])
+    assert "Smoke profile" in text and "no_code" in text and "whole chapter" in text and "bubblewrap" in text
+    assert ch10["metadata"]["papermill"]["parameters"]["code_k"] == 2
+
+
 def test_environment_page_without_executed_chapters(tmp_path):
     book.stage_book(tmp_path)
     page = book.write_environment_page(tmp_path).read_text()

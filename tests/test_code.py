@@ -166,6 +166,7 @@ def test_cross_domain_transfer_trains_on_one_side_and_tests_on_the_other(tmp_pat
     assert row["layer"] in acts.layers
 
 
+@pytest.mark.slow  # the smoke book runs this chapter too (tests/test_book.py)
 def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     from conftest import run_smoke_chapter
 

@@ -153,6 +153,7 @@ def test_cv_regime_accuracy_beats_majority_on_separable_features():
     assert acc["model"].mean() == 1.0 and acc["majority"].mean() == 0.0  # leave-one-out majority flips
 
 
+@pytest.mark.slow  # the smoke book runs this chapter too (tests/test_book.py)
 def test_chapter_9_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     from conftest import run_smoke_chapter
 
