@@ -62,3 +62,26 @@ def run_smoke_chapter(tmp_path, monkeypatch, name: str) -> dict:
     seconds = book.execute_chapters("smoke", chapters=[name], root=tmp_path, progress=False)
     assert set(seconds) == {name}
     return json.loads((tmp_path / "book" / "chapters" / f"{name}.ipynb").read_text())
+
+
+def refused(fn, *needles, exc=Exception) -> str:
+    """Run ``fn``; it must raise ``exc`` whose message contains every needle. Returns the message."""
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    for n in needles:
+        assert n in msg, f"{n!r} not in the message: {msg}"
+    return msg
+
+
+def cli_refused(capsys, argv, *needles) -> str:
+    """`pika ...` in-process: exit status 2, one message (no traceback) naming the input."""
+    from pika_utils import cli
+
+    rc = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, f"{n!r} not in: {err}"
+    return err

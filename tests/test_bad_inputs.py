@@ -21,6 +21,7 @@ from pika_utils.problems.files import InputError
 from pika_utils.book.params import check_params
 from pika_utils.generation.rollouts import run_rollouts
 from pika_utils.generation.sampling import SamplingConfig
+from conftest import refused, cli_refused
 
 MODEL = "tiny-random-llama"
 CFG = SamplingConfig(k=2, temperature=1.0, max_new_tokens=4, chunk_size=2, seed=3)
@@ -71,25 +72,8 @@ def no_model(tmp_path, monkeypatch):
     assert not list(cache.iterdir()), "a model was loaded before the bad input was refused"
 
 
-def refused(fn, *needles, exc=Exception) -> str:
-    """Run ``fn``; it must raise ``exc`` whose message contains every needle. Returns the message."""
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for n in needles:
-        assert n in msg, f"{n!r} not in the message: {msg}"
-    return msg
 
 
-def cli_refused(capsys, argv, *needles) -> str:
-    """`pika ...` in-process: exit status 2, one message (no traceback) naming the input."""
-    rc = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, f"{n!r} not in: {err}"
-    return err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from pika_utils.core import store
 from pika_utils.generation.rollouts import run_rollouts
 from pika_utils.generation.sampling import SamplingConfig
+from conftest import refused
 
 MODEL = "tiny-random-llama"
 CFG = SamplingConfig(k=2, temperature=1.0, max_new_tokens=4, chunk_size=2, seed=5)
@@ -42,13 +43,6 @@ def flip_byte(path: Path, where: float = 0.5) -> None:
     assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
 
 
-def refused(fn, *needles, exc=Exception) -> str:
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for n in needles:
-        assert n in msg, f"{n!r} not in the message: {msg}"
-    return msg
 
 
 def extraction_params() -> dict:

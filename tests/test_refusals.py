@@ -17,28 +17,13 @@ from pika_utils.book.params import check_params
 from pika_utils.core import store
 from pika_utils.problems import tasks
 from pika_utils.problems.files import InputError, load_file
+from conftest import refused, cli_refused
 
 MODEL = "tiny-random-llama"
 
 
-def refused(fn, *needles, exc=Exception) -> str:
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for n in needles:
-        assert n in msg, f"{n!r} not in the message: {msg}"
-    return msg
 
 
-def cli_refused(capsys, argv, *needles) -> str:
-    """`pika ...` in-process: exit status 2 and one message naming the input, no traceback."""
-    rc = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, f"{n!r} not in: {err}"
-    return err
 
 
 def jsonl(path: Path, rows) -> Path:

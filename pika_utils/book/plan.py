@@ -187,20 +187,6 @@ def _check_values(params: Mapping[str, Any], errors: list[str]) -> None:
     except ValueError as e:
         errors.extend(line.strip() for line in str(e).splitlines()[1:] if line.strip())
         return
-    if params.get("backend", "transformers") not in ("transformers", "vllm"):
-        errors.append(f"backend {params['backend']!r}: choose 'transformers' or 'vllm'")
-    if params.get("model_source", "auto") not in ("auto", "hub", "offline"):
-        errors.append(f"model_source {params['model_source']!r}: choose auto, hub or offline")
-    fr = params.get("split_fractions")
-    if fr is not None and (len(fr) != 3 or abs(sum(fr) - 1) > 1e-6 or min(fr) < 0):
-        errors.append(f"split_fractions {fr} must be three non-negative numbers summing to 1")
-    if params.get("extract_dtype", "float32") not in DTYPE_BYTES:
-        errors.append(f"extract_dtype {params['extract_dtype']!r}: choose one of {sorted(DTYPE_BYTES)}")
-    if any(not 0 <= f <= 1 for f in params.get("token_layer_fracs") or ()):
-        errors.append(f"token_layer_fracs {params['token_layer_fracs']} must lie in [0, 1]")
-    for key in ("k", "budget_k", "max_new_tokens", "chunk_size", "extract_batch_size", "extract_token_budget"):
-        if params.get(key) is not None and int(params[key]) < 1:
-            errors.append(f"{key} must be a positive integer, got {params[key]!r}")
     try:
         from ..generation.pipeline import vllm_engine_args
 

@@ -154,7 +154,7 @@ def grade_codes(outputs: Sequence[str], problems: pd.DataFrame, problem_ids: Seq
     grades: list[CodeGrade | None] = [None] * len(outputs)
     needed = by_id.loc[sorted(set(problem_ids))].reset_index()
     calls = record_calls(needed, limits, workers, progress=False) if len(outputs) else {}
-    requests, where = [], []
+    requests, where, cases = [], [], {}  # cases: each stdio problem's {input, output} list, parsed once
     for i, (text, pid) in enumerate(zip(outputs, problem_ids)):
         p = by_id.loc[pid]
         code = extract_code(text, p["entry_point"])
@@ -162,8 +162,9 @@ def grade_codes(outputs: Sequence[str], problems: pd.DataFrame, problem_ids: Seq
             grades[i] = CodeGrade(False, None, "no_code", "the reply holds no program")
             continue
         if is_stdio(p["tests"], p["entry_point"]):
-            inputs = [c["input"] for c in _stdio_cases(p["tests"], pid)]
-            requests.append({"mode": "stdio", "program": code, "inputs": inputs})
+            if pid not in cases:
+                cases[pid] = _stdio_cases(p["tests"], pid)
+            requests.append({"mode": "stdio", "program": code, "inputs": [c["input"] for c in cases[pid]]})
         else:
             requests.append({"mode": "run", "program": f"{_prelude(p['question'])}\n\n{code}\n",
                              "entry_point": p["entry_point"], "calls": calls[pid], "call": call_kind(p["tests"])})
@@ -178,7 +179,7 @@ def grade_codes(outputs: Sequence[str], problems: pd.DataFrame, problem_ids: Seq
         elif r.status != "ok":
             grades[i] = CodeGrade(False, code, r.status if r.status in REASONS else "crash", r.detail)
         elif is_stdio(p["tests"], p["entry_point"]):
-            status, detail = _compare_printed(r.answer.get("results"), _stdio_cases(p["tests"], pid))
+            status, detail = _compare_printed(r.answer.get("results"), cases[pid])
             grades[i] = CodeGrade(status == "pass", code, status, detail)
         elif not isinstance(r.answer.get("results"), list) or len(r.answer["results"]) != len(calls[pid]):
             grades[i] = CodeGrade(False, code, "crash", "the answer does not hold one result per call")

@@ -118,6 +118,17 @@ def _context(req):
     return env
 
 
+def _run_tests(req, fn):
+    """The problem's tests, with ``fn`` where they call the program, random seeded the same way
+    in ``record`` and ``check`` (tests that draw inputs must draw the same ones)."""
+    import random
+
+    env = _context(req)
+    env.update(_callable_names(req["entry_point"], fn, req.get("call", "function")))
+    random.seed(0)
+    exec(compile(req["tests"], "<tests>", "exec"), env)
+
+
 def _record(req):
     calls = []
     reference = req.get("reference")
@@ -133,11 +144,7 @@ def _record(req):
         calls.append({"args": encode(list(args)), "kwargs": encode(dict(kwargs))})
         return target(*args, **kwargs) if target is not None else _stand_in()
 
-    env = _context(req)
-    env.update(_callable_names(req["entry_point"], recorder, req.get("call", "function")))
-    import random
-    random.seed(0)
-    exec(compile(req["tests"], "<tests>", "exec"), env)
+    _run_tests(req, recorder)
     return {"status": "ok", "calls": calls}
 
 
@@ -229,12 +236,8 @@ def _check(req):
             raise CandidateError("%s%r raised %s" % (req["entry_point"], tuple(args), r["error"]))
         return decode(r["value"])
 
-    env = _context(req)
-    env.update(_callable_names(req["entry_point"], replay, req.get("call", "function")))
-    import random
-    random.seed(0)
     try:
-        exec(compile(req["tests"], "<tests>", "exec"), env)
+        _run_tests(req, replay)
     except Stop as e:
         return {"status": "checker_error", "detail": str(e)}
     except AssertionError as e:
