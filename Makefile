@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock book chapters test test-slow bench clean-book sandbox
+.PHONY: install lock book chapters test test-slow bench clean-book sandbox system
 
 # A virtual environment installed from the locks: every package at the version and with the file
 # hashes of requirements.lock (torch is its 2.13.0 CPU wheel, so nothing pulls a CUDA build), then
@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml requirements.lock requirements-data.lock | $(INSTALLER_
 	$(PIP_INSTALL) --require-hashes --no-deps -r requirements-data.lock
 	# compile every installed module once now: a first import in a chapter would otherwise print
 	# packages' compile-time SyntaxWarnings into the executed pages
-	-$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
+	# (some packages ship files for other Python versions that do not compile: not an error here)
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 
 $(UV): tools/uv.lock
@@ -46,12 +47,18 @@ install: $(STAMP)
 lock: $(UV)
 	python3 tools/lock.py --uv $(UV)
 
+## make system: what the book needs from the operating system (bubblewrap, chapter 10's sandbox),
+## installed where that needs no password (root or password-less sudo), else the command is named
+system:
+	@bash tools/system-deps.sh
+
 ## make book [PROFILE=smoke|workshop|paper]: execute every chapter and render books/$(PROFILE)/_build/html
-book: install
+## (the runner's preflight first checks the sandbox, memory, disk, models and recorded members)
+book: install system
 	$(PY) -m pika_utils.cli book --profile $(PROFILE)
 
 ## make chapters: execute the notebooks only, without rendering
-chapters: install
+chapters: install system
 	$(PY) -m pika_utils.cli book --profile $(PROFILE) --no-build
 
 ## make sandbox: check that generated code can be run here (bubblewrap, user namespaces, seccomp)

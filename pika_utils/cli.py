@@ -31,7 +31,7 @@ def _book(args: argparse.Namespace) -> int:
         return 1 if plan.errors else 0
     try:
         make_book(args.profile, chapters=args.chapters, root=Path(args.root) if args.root else None,
-                  overrides=overrides, build=not args.no_build)
+                  overrides=overrides, build=not args.no_build, preflight=not args.no_preflight)
     except ChapterFailed as e:
         print(f"[book] FAILED: {e}", file=sys.stderr)
         return 1
@@ -150,7 +150,21 @@ def _label(args: argparse.Namespace) -> int:
             "probe_sha256": store.file_sha256(Path(args.probe) / "probe.safetensors"), "versions": store.versions()}
     path = store.write_if_absent(args.out, out, meta)
     print(f"wrote {len(out)} rows to {path}")
+    print(label_columns_note(info))
     return 0
+
+
+def label_columns_note(info: dict) -> str:
+    """What the columns ``pika label`` writes mean, for the probe it used (``probe.json``)."""
+    target = info.get("target", "the target")
+    if info.get("task") == "classification":
+        return (f"probe_score: the probe's linear score w.x at layer {info.get('layer')} (log-odds of {target} before "
+                "Platt scaling; higher means more likely to succeed); probe_prob: the calibrated probability of "
+                f"{target}. Compare scores only between questions scored by the same probe.")
+    return (f"probe_score: the probe's prediction of {target} (a ridge fit without an intercept at layer "
+            f"{info.get('layer')}: about the rate itself, which a linear probe may put a little outside [0, 1], "
+            "e.g. -0.01 for a question it expects the model to fail every time). Higher means more likely to "
+            "succeed; compare scores only between questions scored by the same probe.")
 
 
 def _fresh_output(path: str | None, option: str = "--out") -> None:
@@ -214,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override one parameter (VALUE parsed as JSON when it can be)")
     b.add_argument("--no-build", action="store_true", help="execute notebooks only")
     b.add_argument("--plan", action="store_true", help="check the profile and print what it would run; run nothing")
+    b.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks of the machine (sandbox, memory, disk, models, recorded members) before chapter 1")
     b.set_defaults(func=_book)
 
     r = sub.add_parser("rollouts", help="sample and grade K rollouts per problem (resumable)")
@@ -236,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_rollouts)
 
-    lab = sub.add_parser("label", help="score questions with a saved probe (writes a new file)")
+    lab = sub.add_parser("label", help="score questions with a saved probe (writes a new file)",
+                         description="Score questions with a saved probe. The output adds probe_score (the probe's "
+                                     "linear score: a predicted success rate for a ridge probe, log-odds for a binary "
+                                     "one) and, for binary probes, probe_prob (the calibrated probability).")
     lab.add_argument("--probe", required=True, help="folder with probe.safetensors + probe.json")
     _question_arguments(lab)
     lab.add_argument("--out", required=True, help="output Parquet file (never overwritten)")

@@ -89,7 +89,7 @@ def test_failing_cell_names_notebook_and_cell(tmp_path, monkeypatch):
     book.stage_book(tmp_path)
     params = {**book.load_profile("smoke"), "models": ["no-such-model"]}
     with pytest.raises(book.ChapterFailed, match=r"notebooks/01_rollouts\.ipynb failed in cell \d+.*no-such-model"):
-        book.execute_chapters(params, root=tmp_path, progress=False)
+        book.execute_chapters(params, root=tmp_path, progress=False, preflight=False)  # (the preflight names it first)
 
 
 @pytest.fixture(scope="module")

@@ -224,10 +224,11 @@ def _check_models(params: Mapping[str, Any], errors: list[str]) -> dict[str, dic
 def make_plan(profile: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Plan:
     """Check a profile (keys against the notebooks' parameters, values, models, sources) and
     estimate its rollouts, generated tokens, activation storage and GPU memory."""
-    from .runner import REPO_ROOT, load_profile, split_parameters, toc_chapters
+    from .runner import REPO_ROOT, absolute_paths, load_profile, split_parameters, toc_chapters
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
+    params = absolute_paths(params)  # as the runner reads them: against the directory it runs in
     plan = Plan(profile=str(params.get("profile", profile if not isinstance(profile, Mapping) else "?")))
     try:
         split_parameters(params, {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in toc_chapters()})
@@ -255,6 +256,10 @@ def make_plan(profile: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     if any(s["hub_id"] for s in shapes.values()) and params.get("model_source") == "hub":
         plan.warnings.append("hub revisions are not pinned in the registry: the run records the commit it "
                              "resolved (and the weights' sha256), but a later run may resolve another")
+    from .preflight import run_checks
+
+    for f in run_checks(params, toc_chapters()):  # the runner's preflight: the same checks, the same words
+        (plan.errors if f.fatal else plan.warnings).append(str(f).replace("\n    ", " "))
     plan.rollouts = _rollout_rows(params, plan.n_problems)
     plan.activations = _activation_rows(params, shapes, plan.n_problems)
     return plan

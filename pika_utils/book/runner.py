@@ -21,7 +21,9 @@ import pandas as pd
 import yaml
 
 from ..core import store
+from ..core.cpu import cpu_name
 from .params import check_params
+from .resources import PeakMemory
 
 REPO_ROOT = store.REPO_ROOT
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
@@ -31,6 +33,17 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "book", "references.bib")
 LOCK_FILE = "requirements.lock"
 #: The generated page (gitignored) that shows the environment the chapters ran in.
 ENVIRONMENT_PAGE = "book/environment.md"
+
+
+def _kernel_config():
+    """The kernels talk to the runner over local sockets (IPC), not TCP on the loopback: nothing on
+    the machine can listen in, and the kernel no longer warns once per chapter that it could."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}})
+
+
+KERNEL_CONFIG = _kernel_config()
 
 
 class ChapterFailed(RuntimeError):
@@ -103,6 +116,53 @@ def split_parameters(profile: Mapping[str, Any], notebooks: Mapping[str, Path]) 
     return {name: {k: v for k, v in profile.items() if k in acc} for name, acc in accepted.items()}
 
 
+#: Profile keys whose sources may name files of the user's (``file: {path: ...}``).
+SOURCE_KEYS = ("problem_sources", "difficulty_sources", "recorded_sources", "code_sources")
+#: Profile keys that list model names, which may be a .gguf file or a model folder.
+MODEL_KEYS = ("models", "budget_models", "difficulty_models", "code_models", "bt_generator", "bt_reader",
+              "bt_llm_annotator", "recover_specialist", "recover_reference", "recorded_reader", "reader")
+
+
+def absolute_paths(params: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """The profile with every relative file path made absolute against ``base`` (the directory
+    the user ran the command in), because the chapters run with the checkout as their working
+    directory: ``-p 'recorded_members=[{..., "file": "logs/a.jsonl"}]'`` means the user's logs/.
+    A path that exists only under the checkout (the README's examples, run from anywhere) is kept
+    there."""
+    base = Path(base or Path.cwd())
+
+    def fix(v: Any, must_exist: bool = False) -> Any:
+        if not isinstance(v, str) or not v.strip() or Path(v).is_absolute():
+            return v
+        here, repo = base / v, REPO_ROOT / v
+        if here.exists():
+            return str(here.resolve())
+        if repo.exists():
+            return str(repo)
+        return v if must_exist else str(here.resolve())  # missing: named as the user's path
+
+    out = dict(params)
+    for key in SOURCE_KEYS:
+        src = out.get(key)
+        if isinstance(src, Mapping) and isinstance(src.get("file"), Mapping):
+            f = dict(src["file"])
+            if "path" in f:
+                f["path"] = fix(f["path"])
+            if isinstance(f.get("paths"), list):
+                f["paths"] = [fix(x) for x in f["paths"]]
+            out[key] = {**src, "file": f}
+    if isinstance(out.get("recorded_members"), list):
+        out["recorded_members"] = [{**m, "file": fix(m["file"])} if isinstance(m, Mapping) and "file" in m else m
+                                   for m in out["recorded_members"]]
+    for key in MODEL_KEYS:  # only what names a file or folder here: registry names and hub ids stay
+        v = out.get(key)
+        if isinstance(v, list):
+            out[key] = [fix(x, must_exist=True) for x in v]
+        elif isinstance(v, str):
+            out[key] = fix(v, must_exist=True)
+    return out
+
+
 def execute_chapters(
     profile: str | Path | Mapping[str, Any],
     *,
@@ -110,14 +170,18 @@ def execute_chapters(
     root: Path = REPO_ROOT,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
+    preflight: bool = True,
 ) -> dict[str, float]:
     """Run each chapter with papermill into ``root/book/chapters``; returns wall seconds per
-    chapter. A failing cell stops the run with an error naming the notebook and the cell."""
+    chapter. A failing cell stops the run with an error naming the notebook and the cell, and
+    leaves the chapter's earlier page and verdicts as they were (the failed copy beside them).
+    ``preflight``: check first that the machine has what the chosen chapters need."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
+    params = absolute_paths(params)  # the chapters run in the checkout; the user's paths are theirs
     check_params(params)  # every value its declared type and range, first: it needs no notebook
     every = toc_chapters(root)
     names = list(chapters or every)
@@ -136,25 +200,41 @@ def execute_chapters(
                          f"({', '.join(names)}): " + "; ".join(f"{k!r} is a parameter of {', '.join(c)}"
                                                               for k, c in takes.items())
                          + ". Run those chapters too (--chapters), or drop the override")
+    if preflight:  # everything the chosen chapters need, before chapter 1: one report, every problem
+        from .preflight import check_or_raise
+
+        check_or_raise(params, names, root)
     out_dir = Path(root) / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     for n in names:
         dst = out_dir / f"{n}.ipynb"
+        # executed into a hidden copy that replaces the page only when every cell ran: a failure
+        # never replaces a good page (only_build_toc_files keeps both copies out of the book)
+        running, failed = out_dir / f".{n}.running.ipynb", out_dir / f"{n}.failed.ipynb"
         print(f"[book] executing {sources[n].relative_to(REPO_ROOT)} -> {dst}", flush=True)
         t0 = time.perf_counter()
         saved_env = {k: os.environ.get(k) for k in store.QUIET_ENV}
         os.environ.update(store.QUIET_ENV)  # the kernel inherits it: no progress bars in the pages
+        kept = _chapter_verdicts(params, n)
         try:
-            papermill.execute_notebook(
-                str(sources[n]), str(dst), parameters=shares[n], kernel_name="python3",
-                progress_bar=progress, cwd=str(REPO_ROOT), language="python",
-            )
-        except PapermillExecutionError as e:
-            raise ChapterFailed(
-                f"chapter notebooks/{n}.ipynb failed in cell {e.cell_index} (execution count "
-                f"{e.exec_count}): {e.ename}: {e.evalue}\nThe executed copy with the traceback is {dst}"
-            ) from None
+            with PeakMemory() as mem:
+                papermill.execute_notebook(
+                    str(sources[n]), str(running), parameters=shares[n], kernel_name="python3",
+                    progress_bar=progress, cwd=str(REPO_ROOT), language="python", config=KERNEL_CONFIG,
+                )
+        except BaseException as e:
+            kept_page = dst.exists()
+            if running.exists():
+                os.replace(running, failed)
+            _restore_verdicts(params, n, kept)
+            if isinstance(e, PapermillExecutionError):
+                raise ChapterFailed(
+                    f"chapter notebooks/{n}.ipynb failed in cell {e.cell_index} (execution count "
+                    f"{e.exec_count}): {e.ename}: {e.evalue}\nThe executed copy with the traceback is {failed}"
+                    + (f"; the page of the last successful run, {dst}, and its verdicts are kept" if kept_page
+                       else "")) from None
+            raise
         finally:
             for k, v in saved_env.items():
                 if v is None:
@@ -162,18 +242,48 @@ def execute_chapters(
                 else:
                     os.environ[k] = v
         timings[n] = time.perf_counter() - t0
-        _stamp(dst, params, timings[n])
-        tidy_executed(dst, shares[n], params.get("profile"))
-        print(f"[book] {n}: {timings[n]:.1f} s", flush=True)
-    store.write_json(out_dir / "_timings.json", {"timings_s": timings, "params": params, "created": store.now_iso()})
+        _stamp(running, params, timings[n], mem.peak_bytes)
+        tidy_executed(running, shares[n], params.get("profile"))
+        os.replace(running, dst)
+        failed.unlink(missing_ok=True)
+        print(f"[book] {n}: {timings[n]:.1f} s, peak memory {mem.peak_gb:.2f} GB", flush=True)
+    timings_file = out_dir / "_timings.json"
+    earlier = store.read_json(timings_file).get("timings_s", {}) if timings_file.exists() else {}
+    store.write_json(timings_file, {"timings_s": {**earlier, **timings}, "params": params, "created": store.now_iso()})
     return timings
 
 
-def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float) -> None:
-    """Record the profile, versions and wall time in the executed notebook's metadata."""
+def _chapter_verdicts(params: Mapping[str, Any], chapter: str) -> dict[Path, bytes]:
+    """The stored claims (and dropped claims) a chapter recorded in its last run, as files, so a
+    failed re-run can put them back beside the page it keeps."""
+    from . import verdicts
+
+    folder = verdicts._folder(str(params.get("profile", "custom")))
+    out = {}
+    for f in [*folder.glob("*.json"), *(folder / "dropped").glob("*.json")]:
+        try:
+            if str(store.read_json(f).get("chapter")) == chapter[:2]:
+                out[f] = f.read_bytes()
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _restore_verdicts(params: Mapping[str, Any], chapter: str, kept: Mapping[Path, bytes]) -> None:
+    """Undo what a failed run of ``chapter`` recorded: its claims are those of its last good run."""
+    for f in _chapter_verdicts(params, chapter):
+        f.unlink(missing_ok=True)
+    for f, data in kept.items():
+        store.atomic_write_bytes(f, data)
+
+
+def _stamp(nb_path: Path, params: Mapping[str, Any], seconds: float, peak_bytes: int | None = None) -> None:
+    """Record the profile, versions, wall time and peak resident memory (the kernel and every
+    process it started, ``resources.PeakMemory``) in the executed notebook's metadata."""
     nb = json.loads(nb_path.read_text())
     nb.setdefault("metadata", {})["pika"] = {
         "parameters": dict(params), "versions": store.versions(), "wall_s": round(seconds, 1),
+        "peak_rss_gb": None if peak_bytes is None else round(peak_bytes / 1024 ** 3, 2),
         "executed": store.now_iso(), "environment": environment_record(),
     }
     store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
@@ -312,15 +422,43 @@ def build_book(root: Path = REPO_ROOT) -> Path:
     return index
 
 
+def chapter_records(root: Path) -> list[dict[str, Any]]:
+    """What each executed page of the book at ``root`` says about its own run (its metadata): the
+    chapter, the profile, when it ran, its wall time and peak memory, in the order of ``_toc.yml``."""
+    rows = []
+    for name in toc_chapters(root if (Path(root) / "_toc.yml").exists() else REPO_ROOT):
+        nb = Path(root) / "book" / "chapters" / f"{name}.ipynb"
+        if not nb.exists():
+            continue
+        meta = json.loads(nb.read_text()).get("metadata", {}).get("pika", {})
+        rows.append({"chapter": name, "profile": (meta.get("parameters") or {}).get("profile"),
+                     "executed": meta.get("executed"), "wall_s": meta.get("wall_s"),
+                     "peak_rss_gb": meta.get("peak_rss_gb")})
+    return rows
+
+
 def write_run_summary(root: Path, profile: str | Path | Mapping[str, Any], timings: Mapping[str, float],
                       total_s: float) -> Path:
-    """The first page's account of this run: the profile and each chapter's wall time, as
-    measured by the runner (``book/run_summary.md``, included by the intro, regenerated each run)."""
+    """The first page's account of the book's runs (``book/run_summary.md``, included by the
+    intro): one row per executed page, read from the page's own metadata, so a partial run
+    (``--chapters``) updates its chapters' rows and keeps the others' with the date they ran."""
     name = profile.get("profile", "custom") if isinstance(profile, Mapping) else str(profile)
-    rows = "\n".join(f"| {n} | {s:.0f} |" for n, s in timings.items())
-    text = (f"This book was built with the **{name}** profile on {store.now_iso()}: the chapters ran in "
-            f"**{total_s / 60:.1f} minutes** of wall time on this machine ({os.cpu_count()} cores).\n\n"
-            f"| chapter | wall time (s) |\n|---|---|\n{rows}\n")
+    records = chapter_records(root) or [{"chapter": n, "profile": name, "executed": store.now_iso(), "wall_s": s,
+                                         "peak_rss_gb": None} for n, s in timings.items()]
+    def cell(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    rows = "\n".join(f"| {r['chapter']} | {r['executed'] or '-'}{' (this run)' if r['chapter'] in timings else ''} | "
+                     f"{cell(r['wall_s'], '.0f')} | {cell(r['peak_rss_gb'], '.1f')} |" for r in records)
+    walls = [r["wall_s"] for r in records if r["wall_s"] is not None]
+    peaks = [r["peak_rss_gb"] for r in records if r["peak_rss_gb"] is not None]
+    partial = set(timings) != {r["chapter"] for r in records}
+    text = (f"This book was built with the **{name}** profile on this machine ({os.cpu_count()} cores, "
+            f"{cpu_name()}): its chapters ran in **{sum(walls) / 60:.1f} minutes** of "
+            f"wall time" + (f", the largest at **{max(peaks):.1f} GB** of resident memory" if peaks else "")
+            + (f". The last run executed {len(timings)} of them in {total_s / 60:.1f} minutes; the other rows are "
+               "from earlier runs" if partial else "") + ".\n\n"
+            f"| chapter | executed | wall time (s) | peak memory (GB) |\n|---|---|---|---|\n{rows}\n")
     path = Path(root) / "book" / "run_summary.md"
     store.atomic_write_bytes(path, text.encode())
     return path
@@ -379,14 +517,14 @@ def profile_root(profile: str | Path | Mapping[str, Any]) -> Path:
 
 
 def make_book(profile: str | Path, *, chapters: Sequence[str] | None = None, root: Path | None = None,
-              overrides: Mapping[str, Any] | None = None, build: bool = True) -> Path | None:
+              overrides: Mapping[str, Any] | None = None, build: bool = True, preflight: bool = True) -> Path | None:
     """The main job: execute every chapter for ``profile`` and render the book, under
     ``books/<profile>`` unless ``root`` says where."""
     root = Path(root) if root is not None else profile_root(profile)
     if root.resolve() != REPO_ROOT.resolve():
         stage_book(root)
     t0 = time.perf_counter()
-    timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides)
+    timings = execute_chapters(profile, chapters=chapters, root=root, overrides=overrides, preflight=preflight)
     write_run_summary(root, profile, timings, time.perf_counter() - t0)
     # the chapters whose executed pages this book holds (a partial run keeps the others' pages)
     shown = sorted(p.stem for p in (root / "book" / "chapters").glob("*.ipynb")) or list(timings)

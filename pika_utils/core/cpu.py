@@ -40,3 +40,32 @@ def set_torch_threads(threads: int | None = None) -> int:
         torch.set_num_threads(n)
         log.info("torch uses %d CPU thread(s)", n)
     return n
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), for every timing the book reports: these
+    machines differ by 2-3x, so a time without its CPU cannot be compared."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX): there a large model
+    held in bfloat16 needs half the memory at no loss of speed; elsewhere torch emulates it slowly."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
