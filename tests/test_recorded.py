@@ -140,7 +140,8 @@ def test_members_from_a_profile_spec(tmp_path, problems):
         REC.resolve_members([{"name": "x", "file": str(path), "size_b": 1, "prize": 3}], few)
     with pytest.raises(ValueError, match="unknown recorded member 'gemma'"):
         REC.resolve_members(["gemma"], few)
-    with pytest.raises(InputError, match="no outcome for 497 of the 500"):
+    with pytest.raises(InputError, match=r"only 3 of the 500 problems are answered by every member; routing needs "
+                                         r"at least 50.*'x' \(file:.*\) answers 3.*'math500-007'"):
         REC.resolve_members([{"name": "x", "file": str(path), "size_b": 1}], problems)
     with pytest.raises(InputError, match=r"recorded_members\['x'\]: price \(\{'input_per_m': 1\}\): lacks \['output_per_m'\]"):
         REC.resolve_members([{"name": "x", "file": str(path), "price": {"input_per_m": 1}}], few)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.store import file_sha256
-from .files import InputError, _rows, read_table
+from .files import InputError, _rows, near_misses, read_table
 from .sources import MATH500_HUB as HUB, _norm_question, math500_hub
 from .table import rank_sample, validate_problems
 
@@ -76,7 +76,10 @@ def _read_jsonl_gz(path: Path) -> pd.DataFrame:
 def recorded_problems(folder: Path = RECORDED_DIR) -> pd.DataFrame:
     """The 500 MATH-500 problems exactly as the recorded members saw them."""
     raw = _read_jsonl_gz(shipped_file("problems.jsonl.gz", folder))
-    return raw.assign(problem_id=[problem_id(i) for i in raw["idx"]])
+    ids = [problem_id(i) for i in raw["idx"]]
+    if "problem_id" in raw.columns and raw["problem_id"].astype(str).tolist() != ids:  # the file's own ids
+        raise RecordedDataError(f"{folder / 'problems.jsonl.gz'}: its problem_id column disagrees with its idx column")
+    return raw.assign(problem_id=ids)
 
 
 def load_math500(limit: int | None = None, seed: int = 0, hub: bool = True) -> pd.DataFrame:
@@ -155,9 +158,15 @@ def read_outcomes_file(path: str | Path, problems: pd.DataFrame, *, name: str | 
     df = read_table(path, what=f"outcomes file of {name or path.stem}")
     where = f"{path}"
     keys = [k for k in OUTCOME_KEYS if k in df.columns]
+    near = near_misses(df.columns, (*OUTCOME_KEYS, "correct", *OUTCOME_OPTIONAL))
+    hint = "".join(f"; did you mean {k!r} for {c!r}?" for c, k in near.items())
     if not keys or "correct" not in df.columns or not any(c in df.columns for c in ("response", "output_tokens")):
-        raise InputError(f"{where}: an outcomes file needs a problem key ({' or '.join(OUTCOME_KEYS)}), 'correct', and "
-                         f"'response' or 'output_tokens'; it has columns {list(df.columns)}")
+        raise InputError(f"{where}: an outcomes file needs a problem key ({' or '.join(OUTCOME_KEYS)}, e.g. "
+                         f"{problem_id(7)!r}), 'correct', and 'response' or 'output_tokens'; it has columns "
+                         f"{list(df.columns)}{hint}")
+    if near:  # a column that would be ignored but looks like a known one
+        raise InputError(f"{where}: column(s) " + ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in near.items())
+                         + "; rename them, or remove them if they are something else")
     errors: list[str] = []
 
     def rows(mask) -> str:  # a file's rows count from 1
@@ -244,12 +253,38 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise InputError(f"recorded_members: the names {names} repeat; give each member its own name")
-    want = set(problems["problem_id"])
-    for m in out:
-        lacking = want - set(m.outcomes["problem_id"])
-        if lacking:
-            raise InputError(f"recorded member {m.name!r} ({m.source}) has no outcome for {len(lacking)} of the "
-                             f"{len(want)} problems, e.g. {sorted(lacking)[:3]}; routing needs every member on every problem")
+    common_problems(out, problems)  # refused here when too few problems are answered by every member
+    return out
+
+
+#: The fewest problems that every member must have answered for routing them to mean anything
+#: (cross-fitted in folds, each member's probe needs both outcomes in every training part).
+MIN_COMMON_PROBLEMS = 50
+
+
+def common_problems(members: Sequence[RecordedMember], problems: pd.DataFrame,
+                    minimum: int = MIN_COMMON_PROBLEMS) -> pd.DataFrame:
+    """The problems every member answered (a logged API model rarely covers a whole benchmark):
+    routing compares members on the same problems, so it runs on these. Says how many when some
+    are left out, and refuses a cut below ``minimum`` problems, naming the members that cover least
+    (a problem set the user chose smaller, answered by every member, is theirs to choose)."""
+    want = problems["problem_id"].astype(str)
+    covered = [set(m.outcomes["problem_id"].astype(str)) for m in members]
+    keep = want.isin(set.intersection(*covered)) if covered else pd.Series(True, index=problems.index)
+    if keep.all():
+        return problems
+    if int(keep.sum()) < minimum:
+        short = sorted(((len(set(want) & c), m.name, m.source) for m, c in zip(members, covered)))[:3]
+        raise InputError(f"recorded members: only {int(keep.sum())} of the {len(want)} problems are answered by every "
+                         f"member; routing needs at least {minimum}. Fewest: "
+                         + "; ".join(f"{name!r} ({src}) answers {n}" for n, name, src in short)
+                         + f". Log more problems, or limit the problem set to those you logged "
+                           f"(recorded_sources: {{math500: {{limit: N}}}} keeps a seeded subset; problem ids look like "
+                           f"{problem_id(7)!r}, as in the shipped problems.jsonl.gz)")
+    print(f"[recorded] routing on the {int(keep.sum())} of {len(want)} problems that every member answered "
+          f"({int((~keep).sum())} left out)", flush=True)
+    out = problems[keep.to_numpy()].reset_index(drop=True)
+    out.attrs = dict(problems.attrs)
     return out
 
 

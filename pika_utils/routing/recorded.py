@@ -17,7 +17,7 @@ from ..core import cached_tables, prices, store
 from ..core.metrics import auroc, bootstrap_ci
 from ..generation import pipeline
 from ..probes.difficulty import question_labels
-from ..problems.recorded import RecordedMember, resolve_members
+from ..problems.recorded import RecordedMember, common_problems, resolve_members
 from . import crossfit as CF
 from . import evaluation as M
 from .rules import ReaderPrefill
@@ -119,6 +119,7 @@ def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
     stored under a key of what determines them."""
     problems = recorded_problem_set(params)
     members = resolve_members(params["recorded_members"], problems)
+    problems = common_problems(members, problems)  # every member on every problem routed (said when cut)
     reader = params["recorded_reader"]
     lm, acts = pipeline.activations_for(problems, reader, params)
     folder = store.data_dir() / "pools" / f"recorded-{recorded_key(params, acts.meta['key'], members)}"
