@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from ..core import store
-from .params import check_params
+from .params import check_params, unknown_keys_error
 
 REPO_ROOT = store.REPO_ROOT
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
@@ -96,10 +96,7 @@ def split_parameters(profile: Mapping[str, Any], notebooks: Mapping[str, Path]) 
     accepted = {name: notebook_parameters(p) for name, p in notebooks.items()}
     unknown = sorted(set(profile) - set().union(*[set(a) for a in accepted.values()]))
     if unknown:
-        raise ValueError(
-            f"profile key(s) {unknown} are not parameters of any chapter "
-            f"({', '.join(notebooks)}); check the spelling against the notebooks' 'parameters' cells"
-        )
+        raise unknown_keys_error(unknown, ", ".join(notebooks))
     return {name: {k: v for k, v in profile.items() if k in acc} for name, acc in accepted.items()}
 
 
