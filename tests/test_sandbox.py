@@ -345,7 +345,8 @@ def test_many_empty_files_and_folders_stop_at_the_inode_cap():
 def test_memory_held_outside_files_and_address_space_is_refused_by_the_kernel():
     """Attack: what needs no mount: extended attributes on a /tmp file (kernel memory), System V
     shared memory, message queues and semaphores, POSIX queues (no /dev/mqueue needed), memfd,
-    and fallocate past the file-size limit on /tmp and on the host's own stdout/stderr files."""
+    file watches (each pins an inode of /usr), and fallocate past the file-size limit on /tmp and
+    on the host's own stdout/stderr files."""
     program = ("import ctypes, ctypes.util, json, os\n"
                "libc = ctypes.CDLL(None, use_errno=True)\n"
                "rt = ctypes.CDLL(ctypes.util.find_library('rt') or None, use_errno=True)\n"
@@ -362,6 +363,8 @@ def test_memory_held_outside_files_and_address_space_is_refused_by_the_kernel():
                "       'semget': errno_of(lambda: libc.semget(0, 1, 0o1600)),\n"
                "       'mq_open': errno_of(lambda: rt.mq_open(b'/q', os.O_CREAT | os.O_RDWR, 0o600, None)),\n"
                "       'memfd': errno_of(lambda: os.memfd_create('m')),\n"
+               "       'inotify': errno_of(lambda: libc.inotify_init1(0)),\n"
+               "       'fanotify': errno_of(lambda: libc.fanotify_init(0, 0)),\n"
                "       'fallocate /tmp': errno_of(lambda: libc.fallocate(fd, 1, 0, 512 << 20)),\n"
                "       'fallocate stdout': errno_of(lambda: libc.fallocate(1, 1, 0, 512 << 20)),\n"
                "       'fallocate stderr': errno_of(lambda: libc.fallocate(2, 1, 0, 512 << 20))}\n"

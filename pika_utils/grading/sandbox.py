@@ -14,8 +14,9 @@ namespaces:
   namespaces, mounts and sockets; threads stay possible, bounded by the address-space limit. It
   also refuses the memory a program could hold outside its address space and its files: System V
   shared memory, queues and semaphores, POSIX queues, memfd, extended attributes (kernel memory
-  on a tmpfs) and ``fallocate`` (which can reserve disk or tmpfs past the file-size limit). The
-  whole tree is killed at the wall-clock deadline (and dies with its parent);
+  on a tmpfs), file watches (inotify, fanotify) and ``fallocate`` (which can reserve disk or
+  tmpfs past the file-size limit). The whole tree is killed at the wall-clock deadline (and
+  dies with its parent);
 - **identity**: uid 65534 inside, no capabilities, an empty environment, a new session;
 - **limits** (set before the program is read): CPU seconds, address space, file size, open files.
 
@@ -135,9 +136,10 @@ def read_answer(run: Run, limits: Limits) -> SandboxResult:
 # ---------------------------------------------------------------------------- seccomp
 
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-# The refused system calls' numbers per architecture (None: absent there). The last line of each:
+# The refused system calls' numbers per architecture (None: absent there). The last lines of each:
 # memory held outside the address space and the files (System V shared memory, queues and
-# semaphores, POSIX queues, memfd, extended attributes) and fallocate.
+# semaphores, POSIX queues, memfd, extended attributes), fallocate, and file watches (each pins
+# an inode of the bound trees and about 1 KB of kernel memory).
 _SYSCALLS = {
     "x86_64": dict(fork=57, vfork=58, clone=56, clone3=435, ptrace=101, mount=165, umount2=166, unshare=272,
                    setns=308, bpf=321, perf_event_open=298, keyctl=250, add_key=248, request_key=249,
@@ -145,14 +147,16 @@ _SYSCALLS = {
                    kexec_load=246, init_module=175, finit_module=313, process_vm_readv=310,
                    process_vm_writev=311,
                    shmget=29, shmat=30, msgget=68, semget=64, mq_open=240, memfd_create=319, memfd_secret=447,
-                   setxattr=188, lsetxattr=189, fsetxattr=190, setxattrat=463, fallocate=285),
+                   setxattr=188, lsetxattr=189, fsetxattr=190, setxattrat=463, fallocate=285,
+                   inotify_init=253, inotify_init1=294, fanotify_init=300),
     "aarch64": dict(fork=None, vfork=None, clone=220, clone3=435, ptrace=117, mount=40, umount2=39,
                     unshare=97, setns=268, bpf=280, perf_event_open=241, keyctl=219, add_key=217,
                     request_key=218, userfaultfd=282, io_uring_setup=425, pivot_root=41, chroot=51,
                     socket=198, kexec_load=104, init_module=105, finit_module=273, process_vm_readv=270,
                     process_vm_writev=271,
                     shmget=194, shmat=196, msgget=186, semget=190, mq_open=180, memfd_create=279, memfd_secret=447,
-                    setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463, fallocate=47),
+                    setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463, fallocate=47,
+                    inotify_init=None, inotify_init1=26, fanotify_init=262),
 }
 _CLONE_THREAD = 0x00010000
 _RET_ALLOW, _RET_KILL, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
