@@ -324,6 +324,29 @@ def test_every_writable_path_stops_at_its_cap_and_the_host_keeps_its_memory(path
     host.assert_unharmed()
 
 
+def test_nothing_but_tmp_is_writable_and_proc_is_read_only():
+    """A walk of the whole tree: a file can be made in /tmp alone, and no file of /proc opens for
+    writing (where the host runs as root the sandbox's uid is root's on the host, and the kernel
+    lets root's uid write host sysctls such as vm.nr_hugepages, which reserves host memory for
+    good, unless /proc is mounted read-only) but the descriptors' own links (the standard streams)."""
+    program = ("import os\nfolders, files = [], []\n"
+               "for root, dirs, names in os.walk('/'):\n"
+               "    if root.startswith('/proc/') and root.count('/') > 4:\n        dirs[:] = []\n"
+               "    try:\n"
+               "        os.close(os.open(os.path.join(root, '.w'), os.O_CREAT | os.O_WRONLY, 0o600))\n"
+               "        os.unlink(os.path.join(root, '.w')); folders.append(root)\n"
+               "    except OSError:\n        pass\n"
+               "    if root.startswith('/proc') and '/fd' not in root:\n"
+               "        for n in names:\n"
+               "            try:\n                os.close(os.open(os.path.join(root, n), os.O_WRONLY | os.O_NONBLOCK))\n"
+               "                files.append(os.path.join(root, n))\n"
+               "            except OSError:\n                pass\n"
+               "os.write(2, ('RESULT ' + __import__('json').dumps([folders, files, 0]) + '\\n').encode())\n")
+    folders, files, _ = result_of(run(program, sandbox.Limits(wall_s=30, cpu_s=20, memory_mb=256, file_mb=1)))
+    assert folders == (["/tmp"] if sandbox_mounts.capped_tmp_supported() else [])
+    assert files == [], files[:10]
+
+
 def test_many_empty_files_and_folders_stop_at_the_inode_cap():
     """Attack: empty files, folders and links (no bytes, ~1 KB of kernel memory each: 700,000 of
     them in 5 CPU seconds held 700 MB under a byte cap alone)."""

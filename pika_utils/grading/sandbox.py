@@ -5,10 +5,10 @@ the maintained tool Flatpak uses) in its own user, mount, PID, network, IPC, UTS
 namespaces:
 
 - **files**: a read-only root holding only ``/usr`` and the Python installation, read-only, a fresh
-  ``/proc`` of its own PID namespace, a minimal read-only ``/dev`` (no ``/dev/shm``), and a small
-  ``/tmp`` capped in bytes and inodes (its working folder and the only writable place; read-only
-  where no capped tmpfs can be mounted). No home, no project, no ``/etc``, no data sets. Every
-  tmpfs is capped: see ``sandbox_mounts``;
+  read-only ``/proc`` of its own PID namespace, a minimal read-only ``/dev`` (no ``/dev/shm``), and
+  a small ``/tmp`` capped in bytes and inodes (its working folder and the only writable place;
+  read-only where no capped tmpfs can be mounted). No home, no project, no ``/etc``, no data
+  sets. Every tmpfs is capped: see ``sandbox_mounts``;
 - **network**: its own namespace, with no device but a downed loopback;
 - **processes**: a seccomp filter refuses fork, vfork, clone without ``CLONE_THREAD``, ptrace,
   namespaces, mounts and sockets; threads stay possible, bounded by the address-space limit. It

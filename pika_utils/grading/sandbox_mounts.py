@@ -5,6 +5,9 @@ none may grow past a cap:
 
 - the root, ``/dev`` and the empty folders that hide installed packages are tmpfs mounts made
   read-only once set up (each also given a small ``--size``): nothing can be written there;
+- ``/proc`` is read-only too: where the host runs as root, the sandbox's uid is root's on the
+  host, and the kernel lets that uid write the host's sysctls (``vm.nr_hugepages`` reserves host
+  memory until someone sets it back) through a writable ``/proc``;
 - ``/dev`` is minimal: a read-only tmpfs holding bind mounts of the five device nodes a program
   may want (null, zero, full, random, urandom) and the ``fd``/``std*`` links. No ``/dev/shm``,
   no ``/dev/pts``, no ``/dev/mqueue`` (POSIX queues, System V shared memory, memfd and extended
@@ -81,8 +84,8 @@ def _read_only_tmpfs(path: str) -> list[str]:
 
 
 def filesystem_args(home: str, capped_tmp: str | None) -> list[str]:
-    """bubblewrap's arguments for everything the program sees, ending with every tmpfs made
-    read-only but ``/tmp``. ``capped_tmp``: the host-side path of the capped tmpfs to bind on
+    """bubblewrap's arguments for everything the program sees, ending with every tmpfs and
+    ``/proc`` made read-only: only ``/tmp`` is writable. ``capped_tmp``: the host-side path of the capped tmpfs to bind on
     /tmp (None: /tmp is a read-only folder)."""
     args = ["--ro-bind", "/usr", "/usr", *root_links()]
     if not (home == "/usr" or home.startswith("/usr/")):
@@ -99,7 +102,7 @@ def filesystem_args(home: str, capped_tmp: str | None) -> list[str]:
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         args += ["--symlink", f"/proc/self/fd/{i}", f"/dev/{name}"]
     args += ["--bind", capped_tmp, "/tmp"] if capped_tmp else ["--dir", "/tmp"]
-    for d in (*hidden, "/dev", "/"):
+    for d in (*hidden, "/dev", "/proc", "/"):
         args += ["--remount-ro", d]
     return args
 
