@@ -45,13 +45,6 @@ def tmp_bytes(file_mb: int) -> int:
     return max(1, file_mb) * 4 * 1024 * 1024
 
 
-def tmpfs_cap(file_mb: int) -> str:
-    """What one sandbox can hold in tmpfs, in words (for the record and the README)."""
-    mb = tmp_bytes(file_mb) // (1024 * 1024)
-    return (f"{mb} MB in at most {TMP_INODES} files and folders in /tmp, nothing elsewhere"
-            if capped_tmp_supported() else "nothing: /tmp is read-only here (no capped tmpfs could be mounted)")
-
-
 def root_links() -> list[str]:
     """/bin, /lib, /lib64, /sbin as the host has them: a symlink into /usr, or a read-only folder."""
     args = []
