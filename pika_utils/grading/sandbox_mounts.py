@@ -37,7 +37,7 @@ TMP_INODES = 512
 #: Device nodes bound into the read-only /dev (writes to them store nothing).
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _SMALL = str(64 * 1024)  # the --size of the read-only tmpfs mounts: they hold only mount points
-_MOUNT_TMP = 'mount -t tmpfs -o "$1" pika-sandbox-tmp "$2" && shift 2 && exec "$@"'
+_MOUNT_TMP = '"$1" -t tmpfs -o "$2" pika-sandbox-tmp "$3" && shift 3 && exec "$@"'
 
 
 def tmp_bytes(file_mb: int) -> int:
@@ -110,8 +110,8 @@ def capped_tmp_wrapper(mount_point: str, file_mb: int) -> list[str]:
     namespace of its own, then execs what follows (bubblewrap) in its place: same process, so
     the caller's kill and bubblewrap's die-with-parent still hold. The tmpfs is seen by no one
     else and freed when the last process in that namespace exits."""
-    unshare = shutil.which("unshare") or "unshare"
-    return [unshare, "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", _MOUNT_TMP, "sh",
+    unshare, mount = shutil.which("unshare") or "unshare", shutil.which("mount") or "mount"
+    return [unshare, "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", _MOUNT_TMP, "sh", mount,
             tmp_options(file_mb), mount_point]
 
 
@@ -122,8 +122,8 @@ def capped_tmp_supported() -> bool:
         return False
     with tempfile.TemporaryDirectory(prefix="pika-sbx-probe-") as d:
         try:
-            r = subprocess.run([*capped_tmp_wrapper(d, 1), "stat", "-f", "-c", "%c", d], cwd="/",
-                               capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+            r = subprocess.run([*capped_tmp_wrapper(d, 1), shutil.which("stat") or "stat", "-f", "-c", "%c", d],
+                               cwd="/", capture_output=True, text=True, timeout=20, env={})  # as run_raw runs it
         except (OSError, subprocess.TimeoutExpired):
             return False
     return r.returncode == 0 and r.stdout.strip() == str(TMP_INODES)
