@@ -78,8 +78,8 @@ def _read_only_tmpfs(path: str) -> list[str]:
 
 def filesystem_args(home: str, capped_tmp: str | None) -> list[str]:
     """bubblewrap's arguments for everything the program sees, ending with every tmpfs and
-    ``/proc`` made read-only: only ``/tmp`` is writable. ``capped_tmp``: the host-side path of the capped tmpfs to bind on
-    /tmp (None: /tmp is a read-only folder)."""
+    ``/proc`` made read-only: only ``/tmp`` is writable. ``capped_tmp``: the host-side path of
+    the capped tmpfs to bind on /tmp (None: /tmp is a read-only folder)."""
     args = ["--ro-bind", "/usr", "/usr", *root_links()]
     if not (home == "/usr" or home.startswith("/usr/")):
         args += ["--ro-bind", home, home]
