@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pika_utils.grading import code as code_grading
-from pika_utils.grading import harness, sandbox
+from pika_utils.grading import harness, sandbox, sandbox_mounts
 
 FAST = sandbox.Limits(wall_s=3.0, cpu_s=2, memory_mb=256, file_mb=1)
 HE0 = "humaneval-000"  # has_close_elements(numbers, threshold) -> bool
@@ -205,6 +205,242 @@ def test_the_environment_is_empty(monkeypatch):
     monkeypatch.setenv("PIKA_TEST_SECRET", "hunter2")
     r = run("import os\nprint(sorted(os.environ))\n")
     assert r.passed and "PIKA_TEST_SECRET" not in r.stdout
+
+
+# ------------------------------------------------------------------ every writable mount capped
+
+MB = 1024 * 1024
+#: How much more of the host's memory a run may hold (tmpfs pages, shared memory, memfd: Shmem;
+#: inodes, extended attributes: Slab) at its peak and after it: well under the hundreds of MB each
+#: attack below tries to hold (512 MB), well over what other work on a shared machine moves.
+HELD_TOLERANCE_MB = 128
+
+
+def _meminfo_kb(*keys: str) -> int:
+    with open("/proc/meminfo") as f:
+        info = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
+    return sum(info[k] for k in keys)
+
+
+def held_mb() -> float:
+    """What the host holds outside processes' address spaces: where a tmpfs's pages (Shmem) and
+    inodes and extended attributes (Slab) go. MemAvailable itself moves by hundreds of MB with
+    other work on a shared machine; these two do not."""
+    return _meminfo_kb("Shmem", "Slab") / 1024
+
+
+class HostMemory:
+    """Samples ``held_mb`` while the body runs: ``peak`` is its largest rise, ``after`` its rise
+    once the sandbox's namespaces are gone (their teardown is asynchronous: waited for, a little)."""
+
+    def __enter__(self):
+        import threading
+
+        self.before, self.peak, self._stop = held_mb(), 0.0, threading.Event()
+
+        def watch():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, held_mb() - self.before)
+                self._stop.wait(0.02)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import time
+
+        self._stop.set()
+        self._thread.join()
+        for _ in range(50):
+            self.after = held_mb() - self.before
+            if self.after < HELD_TOLERANCE_MB:
+                break
+            time.sleep(0.2)
+        return False
+
+    def assert_unharmed(self):
+        assert self.peak < HELD_TOLERANCE_MB, f"the host held {self.peak:.0f} MB more during the run"
+        assert self.after < HELD_TOLERANCE_MB, f"the host still holds {self.after:.0f} MB more after the run"
+
+
+def fill_program(path: str, file_bytes: int, total: int = 512 * MB) -> str:
+    """Attack: many files just under the file-size limit in ``path`` (not one big file, which the
+    limit stops), up to ``total`` bytes, held for a moment; the bytes that landed are reported."""
+    return ("import json, os, time\n"
+            f"path, size, total = {path!r}, {file_bytes}, {total}\n"
+            "written, files, error, piece = 0, 0, None, b'x' * 65536\n"
+            "try:\n"
+            "    os.makedirs(path, exist_ok=True)\n"
+            "    while written < total:\n"
+            "        fd = os.open(os.path.join(path, 'f%d' % files), os.O_CREAT | os.O_WRONLY, 0o600)\n"
+            "        files += 1\n"
+            "        try:\n"
+            "            left = size\n"
+            "            while left > 0:\n"
+            "                n = os.write(fd, piece[:left]); written += n; left -= n\n"
+            "        finally:\n"
+            "            os.close(fd)\n"
+            "except OSError as e:\n"
+            "    error = e.errno\n"
+            "time.sleep(0.5)\n"
+            "os.write(2, ('RESULT ' + json.dumps([written, files, error]) + '\\n').encode())\n")
+
+
+def result_of(r: sandbox.SandboxResult):
+    (line,) = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(line[len("RESULT "):])
+
+
+def _tmp_cap(limits: sandbox.Limits) -> int:
+    return sandbox_mounts.tmp_bytes(limits.file_mb) if sandbox_mounts.capped_tmp_supported() else 0
+
+
+def _hidden_package_folder() -> str:
+    folders = sandbox_mounts.package_folders(sandbox.python_home()[1])
+    return folders[0] if folders else "/usr/lib/python3/dist-packages"
+
+
+#: Every place a program could try to write, and how many bytes it may hold there ("tmp": the
+#: capped /tmp, which is also its working folder; 0: nothing).
+WRITABLE_PATHS = [("/tmp", "tmp"), (".", "tmp"), ("/tmp/sub/dir", "tmp"), ("/dev", 0), ("/dev/shm", 0),
+                  ("/dev/mqueue", 0), ("/dev/pts", 0), ("/run", 0), ("/run/user/0", 0), ("/var/tmp", 0),
+                  ("/proc/self", 0), ("/", 0), ("/etc", 0), ("/usr/lib", 0), ("HIDDEN", 0)]
+
+
+@pytest.mark.parametrize("path,cap", WRITABLE_PATHS, ids=[p for p, _ in WRITABLE_PATHS])
+def test_every_writable_path_stops_at_its_cap_and_the_host_keeps_its_memory(path, cap):
+    """The attack that wrote 800 MB into /dev and /dev/shm: files just under the per-file limit,
+    one after another, in every place a program might write."""
+    path = _hidden_package_folder() if path == "HIDDEN" else path
+    cap = _tmp_cap(FAST) if cap == "tmp" else cap
+    with HostMemory() as host:
+        r = run(fill_program(path, FAST.file_mb * MB - 4096), FAST)
+    written, files, error = result_of(r)
+    assert written <= cap, f"{written / MB:.0f} MB written in {files} files under {path}"
+    assert error is not None, "the writing never stopped"
+    if cap:
+        assert error == 28 and written > cap // 2  # ENOSPC: the cap stopped it, not something else
+    host.assert_unharmed()
+
+
+def test_nothing_but_tmp_is_writable_and_proc_is_read_only():
+    """A walk of the whole tree: a file can be made in /tmp alone, and no file of /proc opens for
+    writing (where the host runs as root the sandbox's uid is root's on the host, and the kernel
+    lets root's uid write host sysctls such as vm.nr_hugepages, which reserves host memory for
+    good, unless /proc is mounted read-only) but the descriptors' own links (the standard streams)."""
+    program = ("import os\nfolders, files = [], []\n"
+               "for root, dirs, names in os.walk('/'):\n"
+               "    if root.startswith('/proc/') and root.count('/') > 4:\n        dirs[:] = []\n"
+               "    try:\n"
+               "        os.close(os.open(os.path.join(root, '.w'), os.O_CREAT | os.O_WRONLY, 0o600))\n"
+               "        os.unlink(os.path.join(root, '.w')); folders.append(root)\n"
+               "    except OSError:\n        pass\n"
+               "    if root.startswith('/proc') and '/fd' not in root:\n"
+               "        for n in names:\n"
+               "            try:\n                os.close(os.open(os.path.join(root, n), os.O_WRONLY | os.O_NONBLOCK))\n"
+               "                files.append(os.path.join(root, n))\n"
+               "            except OSError:\n                pass\n"
+               "os.write(2, ('RESULT ' + __import__('json').dumps([folders, files, 0]) + '\\n').encode())\n")
+    folders, files, _ = result_of(run(program, sandbox.Limits(wall_s=30, cpu_s=20, memory_mb=256, file_mb=1)))
+    assert folders == (["/tmp"] if sandbox_mounts.capped_tmp_supported() else [])
+    assert files == [], files[:10]
+
+
+def test_many_empty_files_and_folders_stop_at_the_inode_cap():
+    """Attack: empty files, folders and links (no bytes, ~1 KB of kernel memory each: 700,000 of
+    them in 5 CPU seconds held 700 MB under a byte cap alone)."""
+    program = ("import os\nn, error = 0, None\n"
+               "try:\n"
+               "    while n < 200000:\n"
+               "        os.close(os.open('e%d' % n, os.O_CREAT | os.O_WRONLY)); os.mkdir('d%d' % n)\n"
+               "        os.symlink('x', 's%d' % n); n += 3\n"
+               "except OSError as e:\n    error = e.errno\n"
+               "os.write(2, b'RESULT [%d, %d, %d]\\n' % (n, n, error or 0))\n")
+    with HostMemory() as host:
+        r = run(program, sandbox.Limits(wall_s=10, cpu_s=5, memory_mb=256, file_mb=1))
+    made, _, error = result_of(r)
+    assert made <= (sandbox_mounts.TMP_INODES if sandbox_mounts.capped_tmp_supported() else 0), made
+    assert error in (28, 30)  # ENOSPC at the cap, EROFS where /tmp is read-only
+    host.assert_unharmed()
+
+
+def test_memory_held_outside_files_and_address_space_is_refused_by_the_kernel():
+    """Attack: what needs no mount: extended attributes on a /tmp file (kernel memory), System V
+    shared memory, message queues and semaphores, POSIX queues (no /dev/mqueue needed), memfd,
+    file watches (each pins an inode of /usr), and fallocate past the file-size limit on /tmp and
+    on the host's own stdout/stderr files."""
+    program = ("import ctypes, ctypes.util, json, os\n"
+               "libc = ctypes.CDLL(None, use_errno=True)\n"
+               "rt = ctypes.CDLL(ctypes.util.find_library('rt') or None, use_errno=True)\n"
+               "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]\n"
+               "def errno_of(f):\n"
+               "    ctypes.set_errno(0)\n"
+               "    try:\n        ret = f()\n    except OSError as e:\n        return e.errno\n"
+               "    return ctypes.get_errno() if ret == -1 else 'DONE'\n"
+               "open('x', 'w').close()\n"
+               "fd = os.open('y', os.O_CREAT | os.O_WRONLY)\n"
+               "out = {'xattr': errno_of(lambda: os.setxattr('x', 'user.a', b'v' * 60000)),\n"
+               "       'shmget': errno_of(lambda: libc.shmget(0, 512 << 20, 0o1600)),\n"
+               "       'msgget': errno_of(lambda: libc.msgget(0, 0o1600)),\n"
+               "       'semget': errno_of(lambda: libc.semget(0, 1, 0o1600)),\n"
+               "       'mq_open': errno_of(lambda: rt.mq_open(b'/q', os.O_CREAT | os.O_RDWR, 0o600, None)),\n"
+               "       'memfd': errno_of(lambda: os.memfd_create('m')),\n"
+               "       'inotify': errno_of(lambda: libc.inotify_init1(0)),\n"
+               "       'fanotify': errno_of(lambda: libc.fanotify_init(0, 0)),\n"
+               "       'fallocate /tmp': errno_of(lambda: libc.fallocate(fd, 1, 0, 512 << 20)),\n"
+               "       'fallocate stdout': errno_of(lambda: libc.fallocate(1, 1, 0, 512 << 20)),\n"
+               "       'fallocate stderr': errno_of(lambda: libc.fallocate(2, 1, 0, 512 << 20))}\n"
+               "os.write(2, ('RESULT ' + json.dumps(out) + '\\n').encode())\n")
+    with HostMemory() as host:
+        r = run(program)
+    refused = result_of(r)
+    assert "DONE" not in refused.values(), refused
+    assert all(v == 95 for k, v in refused.items() if k.startswith("fallocate")), refused  # EOPNOTSUPP
+    assert all(v == 1 for k, v in refused.items() if not k.startswith("fallocate")), refused  # EPERM
+    host.assert_unharmed()
+
+
+def test_floods_on_the_standard_streams_stop_at_the_file_size_limit():
+    """Attack: the answer and printed streams (files on the host) written past their limit, through
+    the descriptors and through /dev/stdout: the writes fail at the file-size limit (EFBIG: Python
+    ignores SIGXFSZ), so the run ends long before its deadline, failed."""
+    for target in ("1", "2", "os.open('/dev/stdout', os.O_WRONLY)", "os.open('/proc/self/fd/2', os.O_WRONLY)"):
+        with HostMemory() as host:
+            r = run(f"import os\nfd = {target}\nwhile True:\n    os.write(fd, b'x' * 65536)\n")
+        assert not r.passed and r.status != "timeout", (target, r)  # stopped by the limit, not the clock
+        host.assert_unharmed()
+
+
+def test_without_a_capped_tmpfs_nothing_is_writable(monkeypatch, he0):
+    """Where no capped /tmp can be mounted, none is: /tmp is read-only, programs still run."""
+    monkeypatch.setattr(sandbox.sandbox_mounts, "capped_tmp_supported", lambda: False)
+    r = run(fill_program("/tmp", FAST.file_mb * MB - 4096))
+    assert result_of(r)[0] == 0 and result_of(r)[2] == 30  # EROFS
+    assert [g.correct for g in grade(he0, RIGHT)] == [True]
+
+
+def test_the_books_parallel_grading_under_the_same_attacks(he0):
+    """Chapter 10's path (rollouts graded by domain, the grading limits, as many sandboxes as
+    cores) with hostile programs that fill every mount, make inodes, hold shared memory or forge
+    bubblewrap's start error: none passes, grading goes on, the host keeps its memory; the right
+    program graded beside them still passes."""
+    from pika_utils.grading import by_domain
+
+    size = code_grading.GRADING_LIMITS.file_mb * MB - 4096
+    bodies = [fill_program(p, size) for p in ("/tmp", "/dev", "/dev/shm", "/run", _hidden_package_folder())]
+    bodies += ["import os\nfor i in range(100000):\n    os.mkdir('d%d' % i)\n",
+               "import ctypes\nlibc = ctypes.CDLL(None)\nfor i in range(20):\n    libc.shmget(0, 256 << 20, 0o1600)\n",
+               "import os\nos.write(2, b\"bwrap: Can't mount tmpfs on /newroot\")\nos._exit(1)\n"]
+    hostile = ["def has_close_elements(numbers, threshold):\n"
+               + "".join("    " + line + "\n" for line in body.splitlines()) + "    return numbers\n"
+               for body in bodies]
+    df = pd.DataFrame({"problem_id": HE0, "text": [f"```python\n{p}\n```" for p in [*hostile, RIGHT]]})
+    with HostMemory() as host:
+        graded = by_domain.grade_frame(df, he0)
+    assert not graded["correct"].iloc[:-1].any(), graded[["correct", "grade_reason"]]
+    assert graded["correct"].iloc[-1]
+    host.assert_unharmed()
 
 
 # ------------------------------------------------------------------ no pass without solving

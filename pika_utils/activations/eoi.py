@@ -279,6 +279,7 @@ class SetPlan:
         (moved aside), to be recomputed."""
         from ..core import store
         if not (self.out / "meta.json").exists():
+            say_manifest_missing(self.out, [self.chunk_path(c) for c in range(len(self.plan))])
             return None
         meta = store.read_json(self.out / "meta.json")
         manifest = meta.get("chunks") or {}
@@ -300,6 +301,20 @@ class SetPlan:
         meta = {**self.meta, "written_by": written_by, "chunks": store.chunk_manifest(paths)}
         store.write_json(self.out / "meta.json", meta)
         return ActivationSet(self.out, meta)
+
+
+def say_manifest_missing(out: Path, chunks: list[Path]) -> None:
+    """Where a set's manifest (``meta.json``, the record of every chunk's sha256) is missing but
+    some of its chunks are stored (deleted, or a run stopped before writing it), the set is rebuilt
+    from them: say so, like every repair, with what that trusts. Silent for a set not begun."""
+    from ..core import store
+
+    stored = [p for p in chunks if p.exists()]
+    if stored:
+        store.say(f"{out / 'meta.json'} is missing; the set is rebuilt from the {len(stored)} of its {len(chunks)} "
+                  f"chunks stored in {out}, each trusted on its own sidecar (acts-NNNNN.json: its sha256 and "
+                  "size), as no manifest lists them; a chunk without a sidecar, or unlike it, is recomputed, "
+                  "and the manifest is written again from them")
 
 
 def plan_set(problems: "pd.DataFrame", lm, *, prompt_suffix: str = "", system_prompt: str | None = None,

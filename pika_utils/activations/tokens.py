@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..core import store
-from .eoi import NNsightExtractor, _DTYPES
+from .eoi import NNsightExtractor, _DTYPES, say_manifest_missing
 
 TOKEN_COLUMNS = ("chain_id", "pos", "n_tokens", "token_id", "start", "end")
 
@@ -88,6 +88,7 @@ def _stored_token_set(out: Path, n_chunks: int) -> TokenActivationSet | None:
     table match the sha256 it and their sidecars record; a damaged or deleted one is named
     (moved aside) and None returned, so it is recomputed and the rest kept."""
     if not (out / "meta.json").exists():
+        say_manifest_missing(out, [out / f"acts-{c:05d}.safetensors" for c in range(n_chunks)])
         return None
     meta = store.read_json(out / "meta.json")
     manifest = meta.get("chunks") or {}

@@ -335,7 +335,53 @@ def _unpriced_models(params: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def unknown_keys_error(unknown: list[str], chapters: str) -> ValueError:
+    """The one refusal of parameters no chapter declares: ``pika book`` (``runner.split_parameters``)
+    and a chapter run on its own with papermill (``chapter_params``) both raise it."""
+    return ValueError(f"profile key(s) {unknown} are not parameters of any chapter ({chapters}); "
+                      "check the spelling against the notebooks' 'parameters' cells")
+
+
+#: The first line of the cell papermill injects (tagged ``injected-parameters``).
+_INJECTED_HEADER = "# Parameters\n"
+
+
+def _assigned_names(source: str) -> set[str]:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> tuple[set[str], set[str]] | None:
+    """(the names papermill injected, the names the chapter's own 'parameters' cell declares),
+    read from the kernel's record of the cells it ran (IPython's ``In``): papermill puts its cell,
+    which starts with ``# Parameters``, right after the chapter's parameters cell. None outside a
+    kernel or where nothing was injected."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return None
+    for i in range(len(history) - 1, 0, -1):
+        if isinstance(history[i], str) and history[i].startswith(_INJECTED_HEADER):
+            return _assigned_names(history[i]), _assigned_names(str(history[i - 1]))
+    return None
+
+
 def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """A chapter's parameters from its namespace (``globals()`` after the parameters cell):
-    every profile key it defines, checked, and nothing else."""
+    every profile key it defines, checked, and nothing else. A name papermill injected that no
+    chapter declares (``papermill ... -p kk 16``) is refused as ``pika book`` refuses it: papermill
+    itself only warns, and the chapter would run on its defaults. A key of another chapter passes,
+    as in ``pika book``: ``-f`` a whole profile is how the README re-runs one chapter. (``PARAMETERS``
+    holds exactly the chapters' parameters; tests/test_repairs_said.py checks it.)"""
+    injected = injected_parameters(namespace)
+    if injected is not None:
+        unknown = sorted(injected[0] - injected[1] - set(PARAMETERS))
+        if unknown:
+            raise unknown_keys_error(unknown, "the book's parameters, pika_utils.book.params.PARAMETERS, "
+                                              "and this chapter's own 'parameters' cell")
     return check_params({k: namespace[k] for k in PARAMETERS if k in namespace})

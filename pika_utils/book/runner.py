@@ -22,7 +22,7 @@ import yaml
 
 from ..core import store
 from ..core.cpu import cpu_name
-from .params import check_params
+from .params import check_params, unknown_keys_error
 from .resources import PeakMemory
 
 REPO_ROOT = store.REPO_ROOT
@@ -109,10 +109,7 @@ def split_parameters(profile: Mapping[str, Any], notebooks: Mapping[str, Path]) 
     accepted = {name: notebook_parameters(p) for name, p in notebooks.items()}
     unknown = sorted(set(profile) - set().union(*[set(a) for a in accepted.values()]))
     if unknown:
-        raise ValueError(
-            f"profile key(s) {unknown} are not parameters of any chapter "
-            f"({', '.join(notebooks)}); check the spelling against the notebooks' 'parameters' cells"
-        )
+        raise unknown_keys_error(unknown, ", ".join(notebooks))
     return {name: {k: v for k, v in profile.items() if k in acc} for name, acc in accepted.items()}
 
 

@@ -5,12 +5,18 @@ the maintained tool Flatpak uses) in its own user, mount, PID, network, IPC, UTS
 namespaces:
 
 - **files**: a read-only root holding only ``/usr`` and the Python installation, read-only, a fresh
-  ``/proc`` of its own PID namespace, a minimal ``/dev``, and a small size-capped ``/tmp`` (its
-  working folder and the only writable place). No home, no project, no ``/etc``, no data sets;
+  read-only ``/proc`` of its own PID namespace, a minimal read-only ``/dev`` (no ``/dev/shm``), and
+  a small ``/tmp`` capped in bytes and inodes (its working folder and the only writable place;
+  read-only where no capped tmpfs can be mounted). No home, no project, no ``/etc``, no data
+  sets. Every tmpfs is capped: see ``sandbox_mounts``;
 - **network**: its own namespace, with no device but a downed loopback;
 - **processes**: a seccomp filter refuses fork, vfork, clone without ``CLONE_THREAD``, ptrace,
-  namespaces, mounts and sockets; threads stay possible, bounded by the address-space limit. The
-  whole tree is killed at the wall-clock deadline (and dies with its parent);
+  namespaces, mounts and sockets; threads stay possible, bounded by the address-space limit. It
+  also refuses the memory a program could hold outside its address space and its files: System V
+  shared memory, queues and semaphores, POSIX queues, memfd, extended attributes (kernel memory
+  on a tmpfs), file watches (inotify, fanotify) and ``fallocate`` (which can reserve disk or
+  tmpfs past the file-size limit). The whole tree is killed at the wall-clock deadline (and
+  dies with its parent);
 - **identity**: uid 65534 inside, no capabilities, an empty environment, a new session;
 - **limits** (set before the program is read): CPU seconds, address space, file size, open files.
 
@@ -36,6 +42,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from . import sandbox_mounts
+
 #: Verdicts a run can end with; every one but "pass" is a failure.
 REASONS = ("pass", "syntax_error", "assertion", "exception", "timeout", "memory", "forbidden",
            "exit_before_tests", "output_limit", "crash")
@@ -51,8 +59,9 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of one run. ``wall_s`` kills the whole tree; ``cpu_s`` is the kernel's CPU
-    limit; ``memory_mb`` the address space; ``file_mb`` the largest file (stdout included) and the
-    size of its /tmp; ``nofile`` open files; ``max_output`` the bytes of stdout/stderr read back."""
+    limit; ``memory_mb`` the address space; ``file_mb`` the largest file (stdout included), and a
+    quarter of its /tmp (which also holds at most ``sandbox_mounts.TMP_INODES`` inodes);
+    ``nofile`` open files; ``max_output`` the bytes of stdout/stderr read back."""
 
     wall_s: float = 10.0
     cpu_s: int = 5
@@ -127,30 +136,40 @@ def read_answer(run: Run, limits: Limits) -> SandboxResult:
 # ---------------------------------------------------------------------------- seccomp
 
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-# (fork, vfork, clone, clone3, ptrace, mount, umount2, unshare, setns, bpf, perf_event_open, keyctl,
-#  add_key, request_key, userfaultfd, io_uring_setup, pivot_root, chroot, socket, kexec_load,
-#  init_module, finit_module, process_vm_readv, process_vm_writev) per architecture; None: absent.
+# The refused system calls' numbers per architecture (None: absent there). The last lines of each:
+# memory held outside the address space and the files (System V shared memory, queues and
+# semaphores, POSIX queues, memfd, extended attributes), fallocate, and file watches (each pins
+# an inode of the bound trees and about 1 KB of kernel memory).
 _SYSCALLS = {
     "x86_64": dict(fork=57, vfork=58, clone=56, clone3=435, ptrace=101, mount=165, umount2=166, unshare=272,
                    setns=308, bpf=321, perf_event_open=298, keyctl=250, add_key=248, request_key=249,
                    userfaultfd=323, io_uring_setup=425, pivot_root=155, chroot=161, socket=41,
                    kexec_load=246, init_module=175, finit_module=313, process_vm_readv=310,
-                   process_vm_writev=311),
+                   process_vm_writev=311,
+                   shmget=29, shmat=30, msgget=68, semget=64, mq_open=240, memfd_create=319, memfd_secret=447,
+                   setxattr=188, lsetxattr=189, fsetxattr=190, setxattrat=463, fallocate=285,
+                   inotify_init=253, inotify_init1=294, fanotify_init=300),
     "aarch64": dict(fork=None, vfork=None, clone=220, clone3=435, ptrace=117, mount=40, umount2=39,
                     unshare=97, setns=268, bpf=280, perf_event_open=241, keyctl=219, add_key=217,
                     request_key=218, userfaultfd=282, io_uring_setup=425, pivot_root=41, chroot=51,
                     socket=198, kexec_load=104, init_module=105, finit_module=273, process_vm_readv=270,
-                    process_vm_writev=271),
+                    process_vm_writev=271,
+                    shmget=194, shmat=196, msgget=186, semget=190, mq_open=180, memfd_create=279, memfd_secret=447,
+                    setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463, fallocate=47,
+                    inotify_init=None, inotify_init1=26, fanotify_init=262),
 }
 _CLONE_THREAD = 0x00010000
 _RET_ALLOW, _RET_KILL, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
-_EPERM, _ENOSYS = 1, 38
+_EPERM, _ENOSYS, _EOPNOTSUPP = 1, 38, 95
+#: fallocate says "not supported", so glibc's posix_fallocate falls back to writing (file-size limit).
+_ERRNO = {"fallocate": _EOPNOTSUPP}
 
 
 def seccomp_filter(machine: str | None = None) -> bytes:
     """The classic-BPF program bwrap loads: foreign ABIs killed, new processes, namespaces, mounts,
-    tracing and sockets refused with EPERM, clone3 with ENOSYS (so libc falls back to clone, whose
-    flags can be read: a thread is allowed, a process is not)."""
+    tracing, sockets and memory outside the limits refused with EPERM (fallocate with EOPNOTSUPP),
+    clone3 with ENOSYS (so libc falls back to clone, whose flags can be read: a thread is allowed,
+    a process is not)."""
     machine = machine or platform.machine()
     if machine not in _SYSCALLS:
         raise SandboxUnavailable(f"no seccomp filter for the {machine} architecture")
@@ -166,7 +185,7 @@ def seccomp_filter(machine: str | None = None) -> bytes:
     for name, n in nr.items():
         if n is None or name in ("clone", "clone3"):
             continue
-        prog += [ins(JEQ, n, 0, 1), ins(RET, _RET_ERRNO | _EPERM)]
+        prog += [ins(JEQ, n, 0, 1), ins(RET, _RET_ERRNO | _ERRNO.get(name, _EPERM))]
     prog += [ins(JEQ, nr["clone3"], 0, 1), ins(RET, _RET_ERRNO | _ENOSYS),
              ins(JEQ, nr["clone"], 0, 3), ins(LD, 16), ins(JSET, _CLONE_THREAD, 1, 0),
              ins(RET, _RET_ERRNO | _EPERM), ins(RET, _RET_ALLOW)]
@@ -182,52 +201,22 @@ def python_home() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
-def _root_links() -> list[str]:
-    """/bin, /lib, /lib64, /sbin as the host has them: a symlink into /usr, or a read-only folder."""
-    args = []
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        p = Path("/") / name
-        if p.is_symlink():
-            args += ["--symlink", os.readlink(p), str(p)]
-        elif p.is_dir():
-            args += ["--ro-bind", str(p), str(p)]
-    return args
-
-
-def _package_folders(home: str) -> list[str]:
-    """Installed packages' folders under the bound trees, hidden behind empty folders: a data set
-    installed as a package (HumanEval's tests among them) must not be readable from inside."""
-    import glob
-    import sysconfig
-
-    found = set()
-    for root in (home, "/usr", "/usr/local"):
-        for pattern in ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
-                        "lib64/python3*/site-packages"):
-            found.update(os.path.realpath(p) for p in glob.glob(os.path.join(root, pattern)) if os.path.isdir(p))
-    purelib = os.path.realpath(sysconfig.get_paths(vars={"base": home, "platbase": home})["purelib"])
-    if os.path.isdir(purelib):
-        found.add(purelib)
-    return sorted(p for p in found if p.startswith(("/usr/", home + "/")))
-
-
-def bwrap_command(limits: Limits, seccomp_fd: int) -> list[str]:
+def bwrap_command(limits: Limits, seccomp_fd: int, capped_tmp: str | None = None,
+                  status_fd: int | None = None) -> list[str]:
+    """bubblewrap's command line. ``capped_tmp``: the capped tmpfs to bind on /tmp, mounted by the
+    ``sandbox_mounts.capped_tmp_wrapper`` this command runs under (None: /tmp is read-only).
+    ``status_fd``: where bubblewrap writes the child's pid once the sandbox has started (the
+    program cannot reach it), so an error the program prints is never taken for bubblewrap's."""
     exe, home = python_home()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
-    binds = ["--ro-bind", "/usr", "/usr", *_root_links()]
-    if not (home == "/usr" or home.startswith("/usr/")):
-        binds += ["--ro-bind", home, home]
-    binds += [a for d in _package_folders(home) for a in ("--tmpfs", d)]  # the standard library only
-    if os.path.exists("/etc/ld.so.cache"):
-        binds += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    tmp_bytes = str(max(1, limits.file_mb) * 4 * 1024 * 1024)
     return [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--uid", "65534", "--gid", "65534", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0", "--setenv", "HOME", "/tmp",
-            *binds, "--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/tmp",
-            "--remount-ro", "/", "--chdir", "/tmp", "--seccomp", str(seccomp_fd), "--", exe, "-I", "-S", "-c", _harness_source()]
+            *sandbox_mounts.filesystem_args(home, capped_tmp), "--chdir", "/tmp", "--seccomp", str(seccomp_fd),
+            *(["--json-status-fd", str(status_fd)] if status_fd is not None else []),
+            "--", exe, "-I", "-S", "-c", _harness_source()]
 
 
 @lru_cache(maxsize=1)
@@ -257,10 +246,21 @@ def run_raw(request: dict, limits: Limits = Limits()) -> Run:
         filter_path = os.path.join(private, "seccomp.bpf")
         Path(filter_path).write_bytes(seccomp_filter())
         out_path, err_path = os.path.join(private, "stdout"), os.path.join(private, "stderr")
-        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(filter_path, "rb") as filt:
-            cmd = bwrap_command(limits, filt.fileno())
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, env={},
-                                    pass_fds=(filt.fileno(),), start_new_session=True, close_fds=True)
+        status_r, status_w = os.pipe()  # bubblewrap says there once the sandbox has started
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(filter_path, "rb") as filt, \
+                open(status_r, "rb", buffering=0) as status:
+            try:
+                capped_tmp = None
+                if sandbox_mounts.capped_tmp_supported():
+                    capped_tmp = os.path.join(private, "tmp")
+                    os.mkdir(capped_tmp, 0o700)
+                cmd = bwrap_command(limits, filt.fileno(), capped_tmp, status_fd=status_w)
+                if capped_tmp:
+                    cmd = [*sandbox_mounts.capped_tmp_wrapper(capped_tmp, limits.file_mb), *cmd]
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, env={},
+                                        pass_fds=(filt.fileno(), status_w), start_new_session=True, close_fds=True)
+            finally:
+                os.close(status_w)
             timed_out = False
             try:
                 proc.stdin.write(json.dumps(request).encode())
@@ -277,8 +277,11 @@ def run_raw(request: dict, limits: Limits = Limits()) -> Run:
                 except (ProcessLookupError, PermissionError):
                     pass
                 proc.wait()
+            os.set_blocking(status.fileno(), False)
+            started = b'"child-pid"' in (status.read(4096) or b"")
         stderr = _read_capped(err_path, 4096).decode("utf-8", "replace")
-        if proc.returncode not in (0, None) and not timed_out and stderr.startswith("bwrap:"):
+        # bubblewrap's own error, not one the program printed: the program never ran
+        if not started and proc.returncode not in (0, None) and not timed_out:
             raise SandboxUnavailable(f"bubblewrap could not start the sandbox: {stderr.strip()[:300]}. "
                                      f"{INSTALL_HINT}")
         return Run(proc.returncode, timed_out, _read_capped(out_path, limits.max_output), stderr,
