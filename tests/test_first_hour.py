@@ -18,6 +18,7 @@ from pika_utils.book import plan as plan_mod
 from pika_utils.book import preflight, resources
 from pika_utils.book import runner as book
 from pika_utils.core import store
+from pika_utils.models.cache import BUILD_VERSION
 from pika_utils.problems import recorded as REC
 from pika_utils.problems.files import InputError
 
@@ -252,3 +253,61 @@ def test_label_says_what_its_columns_mean():
     rate = label_columns_note({"task": "regression", "target": "success_rate", "layer": 7})
     assert "probe_prob" in binary and "log-odds" in binary
     assert "probe_prob" not in rate and "outside [0, 1]" in rate
+
+
+# ----------------------------------------------------------------------------- memory: bfloat16 where native
+
+
+def test_large_models_are_held_in_bfloat16_only_where_the_cpu_computes_in_it(monkeypatch):
+    from pika_utils.core import cpu
+    from pika_utils.models import registry
+
+    monkeypatch.delenv("PIKA_CPU_DTYPE", raising=False)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    assert registry.compute_dtype("qwen2.5-coder-1.5b", "cpu") == "bfloat16"
+    assert registry.compute_dtype("qwen2.5-coder-0.5b", "cpu") == "bfloat16"
+    assert registry.compute_dtype("smollm2-135m", "cpu") == "float32"  # the reader keeps its activations
+    assert registry.compute_dtype("qwen2.5-coder-1.5b", "cuda") == "float32"
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)  # a laptop without AVX512-BF16: emulated, slow
+    assert registry.compute_dtype("qwen2.5-coder-1.5b", "cpu") == "float32"
+    monkeypatch.setenv("PIKA_CPU_DTYPE", "bfloat16")
+    assert registry.compute_dtype("smollm2-135m", "cpu") == "bfloat16"
+    monkeypatch.setenv("PIKA_CPU_DTYPE", "half")
+    with pytest.raises(ValueError, match="PIKA_CPU_DTYPE='half'"):
+        registry.compute_dtype("smollm2-135m", "cpu")
+
+
+def test_the_dtype_is_in_every_key_and_the_copy_is_stored_once():
+    from pika_utils.generation.backends import transformers_identity
+    from pika_utils.models import registry
+
+    f32 = transformers_identity("m", "sha", "tmpl")
+    assert "dtype" not in f32 and transformers_identity("m", "sha", "tmpl", "float32") == f32  # old keys kept
+    assert transformers_identity("m", "sha", "tmpl", "bfloat16")["dtype"] == "bfloat16"
+    big, small = registry.resolve_spec("qwen2.5-coder-1.5b"), registry.resolve_spec("smollm2-135m")
+    assert registry.stored_dtype(big) == "bfloat16" and registry.stored_dtype(small) == "float32"
+    # the float32 copies keep the cache folder they always had; the bfloat16 one gets its own
+    assert registry._offline_cache_path(small).name.endswith(store.stable_hash([small.gguf_sha256, BUILD_VERSION]))
+    assert registry._offline_cache_path(big).name.endswith(store.stable_hash([big.gguf_sha256, BUILD_VERSION, "bfloat16"]))
+
+
+def test_a_bfloat16_model_computes_what_its_float32_twin_computes(tiny_lm):
+    """The tiny model cast to bfloat16 ranks next tokens as in float32 (the dtype changes numbers a
+    little, not what the model does); its activation sets get their own key."""
+    import copy
+
+    import torch
+
+    from pika_utils.activations.eoi import ExtractionConfig, plan_set
+
+    bf = copy.copy(tiny_lm)
+    bf.model = copy.deepcopy(tiny_lm.model).to(torch.bfloat16)
+    ids = tiny_lm.tokenizer(["Calculate 3 + 4."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a = tiny_lm.model(ids).logits[0, -1].float()
+        b = bf.model(ids).logits[0, -1].float()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+    problems = pd.DataFrame({"problem_id": ["p1"], "question": ["Calculate 3 + 4."]})
+    k32 = plan_set(problems, tiny_lm, cfg=ExtractionConfig(), out_root=Path("/nonexistent")).key
+    k16 = plan_set(problems, bf, cfg=ExtractionConfig(), out_root=Path("/nonexistent")).key
+    assert k32 != k16

@@ -336,6 +336,9 @@ def plan_set(problems: "pd.DataFrame", lm, *, prompt_suffix: str = "", system_pr
         "layers": layers, "n_positions": n_pos, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
         "token_layers": [int(x) for x in cfg.token_layers],
     }
+    computed_in = str(lm.model.dtype).removeprefix("torch.")
+    if computed_in != "float32":  # absent for float32, so the sets extracted before it keep their key
+        key_obj["compute_dtype"] = computed_in
     if cfg.rollout_chunks is not None:  # another chunk layout (and padding): another set
         key_obj.pop("batch_size")
         key_obj["rollout_chunks"] = int(cfg.rollout_chunks)

@@ -22,10 +22,12 @@ class Backend(Protocol):
     def generate(self, prompts: Sequence[str], cfg: SamplingConfig, seed: int) -> list[list[Completion]]: ...
 
 
-def transformers_identity(model: str, weights_sha256: str, chat_template) -> dict:
+def transformers_identity(model: str, weights_sha256: str, chat_template, dtype: str = "float32") -> dict:
     """What keys a transformers run (with the problems and sampling settings): the model, its
-    weights and its chat template. Computable from the weights' location, without loading them."""
-    return {"backend": "transformers", "model": model, "weights_sha256": weights_sha256, "chat_template": chat_template}
+    weights, its chat template and the dtype it computes in (absent for float32, so the runs made
+    before the dtype was recorded keep their keys). Computable without loading the weights."""
+    out = {"backend": "transformers", "model": model, "weights_sha256": weights_sha256, "chat_template": chat_template}
+    return out if dtype == "float32" else {**out, "dtype": dtype}
 
 
 class TransformersBackend:
@@ -41,7 +43,8 @@ class TransformersBackend:
         self.shared_prefill = shared_prefill
 
     def identity(self) -> dict:
-        return transformers_identity(self.lm.name, self.lm.weights_sha256, self.tokenizer.chat_template)
+        return transformers_identity(self.lm.name, self.lm.weights_sha256, self.tokenizer.chat_template,
+                                     str(self.model.dtype).removeprefix("torch."))
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
@@ -177,7 +180,7 @@ class VLLMBackend:
 
 
 def make_backend(model: str, backend: str = "transformers", *, source: str = "auto",
-                 device: str | None = None, dtype: str = "float32", revision: str | None = None,
+                 device: str | None = None, dtype: str | None = None, revision: str | None = None,
                  **kwargs) -> Backend:
     """Resolve a model name through the registry and wrap it in the chosen backend; ``revision``
     pins the hub commit (recorded in the run's identity)."""
@@ -191,7 +194,7 @@ def make_backend(model: str, backend: str = "transformers", *, source: str = "au
         if hub_id is None:
             raise ValueError(f"model {model!r} has no hub id, so vLLM cannot load it; use backend='transformers'")
         extra = {"revision": revision} if revision else {}
-        return VLLMBackend(hub_id, dtype=dtype if dtype != "float32" else "auto", **extra, **kwargs)
+        return VLLMBackend(hub_id, dtype=dtype if dtype not in (None, "float32") else "auto", **extra, **kwargs)
     raise ValueError(f"unknown backend {backend!r}; choose 'transformers' or 'vllm'")
 
 

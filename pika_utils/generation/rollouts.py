@@ -239,11 +239,11 @@ def _transformers_identity(model: str, source: str, revision: str | None) -> dic
     """``TransformersBackend.identity`` from the weights' location and the tokenizer alone."""
     from transformers import AutoTokenizer
 
-    from ..models.registry import locate_model
+    from ..models.registry import compute_dtype, locate_model
 
     loc = locate_model(model, source=source, revision=revision)
     tok = AutoTokenizer.from_pretrained(loc.folder)
-    return transformers_identity(loc.name, loc.weights_sha256, tok.chat_template)
+    return transformers_identity(loc.name, loc.weights_sha256, tok.chat_template, compute_dtype(model))
 
 
 class _RunManifest:
