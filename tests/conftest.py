@@ -1,5 +1,12 @@
 """Shared test inputs built for real with the smoke profile's tiny local model."""
-import pandas as pd
+import os
+
+# numpy's OpenBLAS on one thread, as the runner gives the chapters' kernels (book/runner.py,
+# KERNEL_THREADS_ENV): the probe tests' many small fits otherwise wait on OpenBLAS's threads. Set
+# before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pandas as pd  # noqa: E402
 
 QUESTIONS = [f"Calculate {i} + {i * 7}." + " again" * (i % 5) for i in range(40)]
 

