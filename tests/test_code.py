@@ -220,7 +220,8 @@ def test_code_claims_are_decided_only_with_thirty_problems_of_each_outcome():
     problems = pd.DataFrame({"problem_id": ids, "split": (["train"] * 3 + ["val", "test"]) * 40})  # 40 test problems
     # "big" passes the odd problems; "tiny" passes 4 of them
     summary = pd.DataFrame({"model": ["big"] * 200 + ["tiny"] * 200, "problem_id": ids * 2,
-                            "maj_correct": [i % 2 == 1 for i in range(200)] + [i < 4 for i in range(200)]})
+                            "maj_correct": [i % 2 == 1 for i in range(200)] + [i < 4 for i in range(200)],
+                            "split": "train"})  # the summary's own split column is the problems' (here a stale one)
     counts = code_pipeline.outcome_counts(summary, problems).set_index("model")
     assert counts.loc["big", ["test", "test_passing", "test_failing"]].tolist() == [40, 20, 20]  # test: ids 4, 9, 14...
     assert counts.loc["tiny", ["all_passing", "all_failing"]].tolist() == [4, 196]

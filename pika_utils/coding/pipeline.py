@@ -69,7 +69,7 @@ def outcome_counts(summary: pd.DataFrame, problems: pd.DataFrame) -> pd.DataFram
     """Per model: how many problems most of its programs pass and fail, on the test split (what a
     probe is scored on) and over every problem (what a maths-to-code transfer is scored on), and
     the share passing (for how many problems a decisive run would need)."""
-    s = summary.merge(problems[["problem_id", "split"]], on="problem_id")
+    s = summary.drop(columns=["split"], errors="ignore").merge(problems[["problem_id", "split"]], on="problem_id")
     rows = []
     for m, d in s.groupby("model", sort=False):
         t = d[d["split"] == "test"]
