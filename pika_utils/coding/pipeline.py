@@ -28,8 +28,8 @@ def code_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def shortest_programs(problems: pd.DataFrame, n: int | None) -> pd.DataFrame:
     """The ``n`` problems whose reference program (the answer: signature, docstring and solution)
     is shortest, ties by problem_id, each keeping its split; all of them when ``n`` is None. A
-    small model rewrites the whole function, docstring included, so these are the problems whose
-    programs fit a short token limit: a demonstration on them is not cut off mid-line."""
+    small model rewrites the whole function, docstring included, so on these problems most of its
+    programs end within a short token limit (a demonstration, not a sample of HumanEval)."""
     if n is None or int(n) >= len(problems):
         return problems
     if int(n) < 1:
