@@ -1,7 +1,10 @@
 """The code domain: loaders, the problem table's domain column, extracting and grading programs
-(run for real in the sandbox), rollouts on code problems, cross-domain probes, and chapter 10."""
+(run for real in the sandbox), rollouts on code problems, cross-domain probes, whether a run can
+decide the code claims, and chapter 10 (with a sandbox, and without one)."""
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -174,6 +177,94 @@ def test_chapter_10_runs_on_the_smoke_profile(tmp_path, monkeypatch):
     text = json.dumps(nb["cells"])
     assert "Smoke profile" in text and "no_code" in text and "whole chapter" in text
     assert nb["metadata"]["papermill"]["parameters"]["code_k"] == 2
+    # a random model passes nothing: every code claim is dropped as not tested, none recorded
+    folder = tmp_path / "runs" / "verdicts" / "smoke"
+    assert not list(folder.glob("c10-*.json"))
+    dropped = [json.loads(p.read_text()) for p in (folder / "dropped").glob("c10-*.json")]
+    assert len(dropped) == 3 and all(d["reason"].startswith("not tested at this scale") for d in dropped)
+    shown = json.dumps([o.get("text", "") or {k: v for k, v in o.get("data", {}).items() if k.startswith("text/")}
+                        for c in nb["cells"] for o in c.get("outputs", [])])  # what a reader reads, figures aside
+    assert "NaN" not in shown
+
+
+def test_scale_shortfall_and_problems_needed():
+    from pika_utils.core import scale
+
+    assert scale.shortfall({"passing": 30, "failing": 31}) is None
+    assert scale.shortfall({"passing": 2, "failing": 40}) == "2 passing and 40 failing (at least 30 of each are needed)"
+    assert scale.shortfall({"a": 1, "b": 2, "c": 3}, min_each=2) == "1 a, 2 b and 3 c (at least 2 of each are needed)"
+    assert scale.shortfall({}) == "no problems (at least 30 of each are needed)"
+    assert scale.problems_needed(0.25, fraction=0.2) == 600  # 600 * 0.2 * 0.25 = 30 of the rarer outcome
+    assert scale.problems_needed(0.9) == 300 and scale.problems_needed(0.0) is None
+    assert scale.problems_needed(float("nan")) is None
+    with pytest.raises(ValueError, match="min_each"):
+        scale.shortfall({"a": 1}, min_each=0)
+
+
+def test_shortest_programs_keeps_splits_and_takes_the_shortest_references(humaneval):
+    from pika_utils.coding import pipeline as code_pipeline
+
+    split = table.make_splits(humaneval)
+    few = code_pipeline.shortest_programs(split, 4)
+    lengths = split.set_index("problem_id")["answer"].str.len()
+    assert len(few) == 4 and lengths[few["problem_id"]].max() <= lengths.drop(few["problem_id"]).min()
+    assert "humaneval-053" in set(few["problem_id"])  # add(x, y): the shortest reference program
+    assert (few.set_index("problem_id")["split"] == split.set_index("problem_id").loc[few["problem_id"], "split"]).all()
+    assert code_pipeline.shortest_programs(split, None) is split
+    with pytest.raises(ValueError, match="code_shortest"):
+        code_pipeline.shortest_programs(split, 0)
+
+
+def test_code_claims_are_decided_only_with_thirty_problems_of_each_outcome():
+    from pika_utils.coding import pipeline as code_pipeline
+
+    ids = [f"p{i:03d}" for i in range(200)]
+    problems = pd.DataFrame({"problem_id": ids, "split": (["train"] * 3 + ["val", "test"]) * 40})  # 40 test problems
+    # "big" passes the odd problems; "tiny" passes 4 of them
+    summary = pd.DataFrame({"model": ["big"] * 200 + ["tiny"] * 200, "problem_id": ids * 2,
+                            "maj_correct": [i % 2 == 1 for i in range(200)] + [i < 4 for i in range(200)],
+                            "split": "train"})  # the summary's own split column is the problems' (here a stale one)
+    counts = code_pipeline.outcome_counts(summary, problems).set_index("model")
+    assert counts.loc["big", ["test", "test_passing", "test_failing"]].tolist() == [40, 20, 20]  # test: ids 4, 9, 14...
+    assert counts.loc["tiny", ["all_passing", "all_failing"]].tolist() == [4, 196]
+    why = code_pipeline.scale_reasons(counts.reset_index(), test_fraction=0.2)
+    assert why["big"]["transfer"] is None  # 100 passing and 100 failing code problems
+    assert why["big"]["probe"].startswith("not tested at this scale: big has 20 test problems passed by most programs and 20 failed")
+    assert "paper profile" in why["big"]["probe"] and "300 problems" in why["big"]["probe"]  # 30 / (0.5 * 0.2)
+    assert "4 code problems passed by most programs and 196 failed" in why["tiny"]["transfer"]
+
+
+def _path_without_bwrap(tmp_path) -> str:
+    """One folder of links to every program on PATH but bubblewrap: a machine without it."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            src, dst = os.path.join(d, name), folder / name
+            if name != "bwrap" and not dst.exists() and os.path.isfile(src) and os.access(src, os.X_OK):
+                dst.symlink_to(src)
+    return str(folder)
+
+
+def test_chapter_10_without_a_sandbox_says_why_and_records_no_code_claim(tmp_path, monkeypatch):
+    """Where no sandbox can exist (no bubblewrap here), the chapter renders, says why no program
+    ran and how to install it, generates nothing, and drops every code claim with that reason."""
+    from conftest import run_smoke_chapter
+
+    monkeypatch.setenv("PATH", _path_without_bwrap(tmp_path))
+    assert shutil.which("bwrap") is None
+    nb = run_smoke_chapter(tmp_path, monkeypatch, "10_code")
+    text = json.dumps(nb["cells"])
+    assert "No program ran on this machine" in text and "bubblewrap (bwrap) is not installed" in text
+    assert "apt-get install bubblewrap" in text  # the command that fixes it
+    assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
+    folder = tmp_path / "runs" / "verdicts" / "smoke"
+    assert not list(folder.glob("c10-*.json"))  # no code claim recorded
+    dropped = [json.loads(p.read_text()) for p in (folder / "dropped").glob("c10-*.json")]
+    assert len(dropped) == 3 and all("bubblewrap (bwrap) is not installed" in d["reason"] for d in dropped)
+    assert not (tmp_path / "runs" / "rollouts").exists() or not any((tmp_path / "runs" / "rollouts").iterdir())
 
 
 def test_code_rollouts_do_not_inherit_the_maths_stop_string():

@@ -143,6 +143,8 @@ PARAMETERS: dict[str, Param] = {
     "code_models": Param("list", check=_list_of(str), help="models whose programs are generated and run"),
     "code_k": Param("int", check=_range(1, 10_000), help="programs sampled per code problem"),
     "code_max_new_tokens": Param("int", check=_range(1, 1_000_000), help="token limit of a program"),
+    "code_shortest": Param("int", optional=True, check=_range(1, 1_000_000),
+                           help="keep only this many problems, those with the shortest reference programs (null: all)"),
     # chapter 8: backtracking probes at temporal lags
     "bt_generator": Param("str", help="model that writes the chains of thought"),
     "bt_reader": Param("str", help="model whose residual stream is read at every chain token"),

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..generation import pipeline
 from ..probes import protocol as P
+from ..core import scale
 from ..core.metrics import bootstrap_ci
 from ..probes.linear import probe_metric
 from ..core.prompts import CODE_SUFFIX
@@ -24,20 +25,83 @@ def code_params(params: Mapping[str, Any]) -> dict[str, Any]:
             "stop": []}  # a program spans many lines: the maths answers' end-of-line stop would cut it
 
 
+def shortest_programs(problems: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """The ``n`` problems whose reference program (the answer: signature, docstring and solution)
+    is shortest, ties by problem_id, each keeping its split; all of them when ``n`` is None. A
+    small model rewrites the whole function, docstring included, so on these problems most of its
+    programs end within a short token limit (a demonstration, not a sample of HumanEval)."""
+    if n is None or int(n) >= len(problems):
+        return problems
+    if int(n) < 1:
+        raise ValueError(f"code_shortest must be a positive number of problems or None, got {n}")
+    order = problems.assign(_len=problems["answer"].str.len()).sort_values(["_len", "problem_id"], kind="stable")
+    out = problems.loc[order.index[:int(n)]].sort_values("problem_id").reset_index(drop=True)
+    out.attrs = dict(problems.attrs)
+    return out
+
+
+def code_problems(params: Mapping[str, Any]) -> pd.DataFrame:
+    """The chapter's code problems, split like the maths ones, then cut to the ``code_shortest``
+    shortest reference programs (so a problem's split does not depend on that cut)."""
+    cp = code_params(params)
+    problems = pipeline.problem_set(cp["problem_sources"], split_fractions=cp["split_fractions"], seed=cp["seed"])
+    return shortest_programs(problems, params.get("code_shortest"))
+
+
 def code_stage(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, RolloutRun], pd.DataFrame]:
     """The code problems (split like the maths ones), each code model's graded rollouts, and the
-    per-problem summary with ``maj_correct`` as the code analogue: most rollouts pass."""
+    per-problem summary with ``maj_correct`` as the code analogue: most rollouts pass. Raises
+    ``SandboxUnavailable`` before generating anything where programs cannot be run."""
     from ..grading import sandbox
 
     sandbox.require()  # no operating-system sandbox: refuse before generating programs nobody may run
     cp = code_params(params)
-    problems = pipeline.problem_set(cp["problem_sources"], split_fractions=cp["split_fractions"], seed=cp["seed"])
+    problems = code_problems(params)
     cfg = pipeline.sampling_config(cp)
     runs = pipeline.rollouts_for_models(problems, cp["models"], cfg, backend=cp["backend"],
                                         model_source=cp["model_source"], prices=cp.get("prices"))
     summary = pipeline.combined_summary(runs)
     summary["maj_correct"] = summary["n_correct"] > summary["k"] / 2
     return problems, runs, summary
+
+
+def outcome_counts(summary: pd.DataFrame, problems: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how many problems most of its programs pass and fail, on the test split (what a
+    probe is scored on) and over every problem (what a maths-to-code transfer is scored on), and
+    the share passing (for how many problems a decisive run would need)."""
+    s = summary.drop(columns=["split"], errors="ignore").merge(problems[["problem_id", "split"]], on="problem_id")
+    rows = []
+    for m, d in s.groupby("model", sort=False):
+        t = d[d["split"] == "test"]
+        rows.append({"model": m, "problems": len(d), "test": len(t), "test_passing": int(t["maj_correct"].sum()),
+                     "test_failing": int((~t["maj_correct"].astype(bool)).sum()),
+                     "all_passing": int(d["maj_correct"].sum()), "all_failing": int((~d["maj_correct"].astype(bool)).sum()),
+                     "pass_share": float(d["maj_correct"].mean())})
+    return pd.DataFrame(rows)
+
+
+def scale_reasons(counts: pd.DataFrame, test_fraction: float, min_each: int = scale.MIN_PER_OUTCOME) -> dict[str, dict[str, str | None]]:
+    """For each model (a row of ``outcome_counts``): why its probe claims (scored on the test
+    split) and its transfer claim (scored on every code problem) cannot be decided here, or None
+    where they can, each reason ending with what would decide it."""
+    out = {}
+    for r in counts.itertuples():
+        def decide(fraction: float, where: str) -> str:
+            need = scale.problems_needed(r.pass_share, fraction, min_each)
+            grow = (f"at {r.model}'s pass rate on these problems ({r.pass_share:.0%} passed by most programs), about "
+                    f"{need} problems would give {min_each} of each outcome {where}" if need else
+                    f"{r.model} passed {'no' if r.pass_share == 0 else 'every'} problem here, so more problems of this "
+                    "kind would not do")
+            return (f"What would decide it: the paper profile (LiveCodeBench, about 400 problems with 80 in test, "
+                    f"K=5, 4096 new tokens, 7B+ models); {grow}.")
+
+        probe = scale.shortfall({"test problems passed by most programs": r.test_passing, "failed": r.test_failing}, min_each)
+        moved = scale.shortfall({"code problems passed by most programs": r.all_passing, "failed": r.all_failing}, min_each)
+        out[r.model] = {
+            "probe": probe and f"not tested at this scale: {r.model} has {probe}. "
+                               f"{decide(test_fraction, f'in a {test_fraction:.0%} test split')}",
+            "transfer": moved and f"not tested at this scale: {r.model} has {moved}. {decide(1.0, 'among them')}"}
+    return out
 
 
 def code_activations(problems: pd.DataFrame, model: str, params: Mapping[str, Any]):

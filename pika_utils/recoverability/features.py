@@ -1,7 +1,7 @@
 """Recoverability of failures (chapter 9), the numeric half: per-token junction scores of a
 failed trace, the junction window, the three problem-level features, the regimes and the
-training-free routing rule (after Islah et al., arXiv 2606.05145). Pure numpy, no models: the
-model half (teacher-forced log-probabilities, interventions, generation) is ``recoverability.run``.
+training-free routing rule (after Islah et al., arXiv 2606.05145), and whether a run holds
+enough problems of each regime to decide the paper's claims. Pure numpy, no models: the model half (teacher-forced log-probabilities, interventions, generation) is ``recoverability.run``.
 
 Notation: S is the specialist that wrote the failed trace, A its reference (in the paper the
 ancestor S was post-trained from). At token t of S's trace x, with log-probabilities at the
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from ..core import scale
 
 FEATURES = ("spread", "concentration", "dispersion")
 INTERVENTIONS = ("retry", "dense_steer", "sparse_steer", "random_sparse", "temp_lift")
@@ -201,3 +203,32 @@ def classification_summary(df, n_boot: int = 1000, seed: int = 0):
              "n": len(v)} for k, v in hits.items()]
     lift = _ci(lambda x, y: float(np.mean(x) - np.mean(y)), feats["model"], feats["majority"], n_boot=n_boot, seed=seed)
     return pd.DataFrame(rows), {"lift_over_majority": lift, "hits": hits}
+
+
+#: What each of the chapter's claims is measured on: the regimes whose problems it needs. The
+#: features claim classifies all three; the rule's lift is measured on Steerable-Hard failures
+#: (retry did not rescue), which must hold both problems a bounded intervention rescued and
+#: problems nothing rescued.
+CLAIM_REGIMES = {"c9-features": REGIMES, "c9-rule": ("STEERABLE", "HARD")}
+
+
+def scale_reasons(df, min_each: int = scale.MIN_PER_OUTCOME) -> dict[str, str | None]:
+    """Per claim (``CLAIM_REGIMES``): None where the results table ``df`` holds at least
+    ``min_each`` failed problems of every regime the claim rests on; otherwise why it is not
+    tested at this scale, with the counts and how many failed problems would decide it."""
+    counts = {r: int((df["regime"] == r).sum()) if len(df) else 0 for r in REGIMES}
+    out = {}
+    for claim, regimes in CLAIM_REGIMES.items():
+        short = scale.shortfall({f"{r}": counts[r] for r in regimes}, min_each)
+        if short is None:
+            out[claim] = None
+            continue
+        rarest = min(counts[r] for r in regimes) / len(df) if len(df) else 0.0
+        grow = (f"at the regime shares here, about {int(np.ceil(min_each / rarest))} failed problems would give "
+                f"{min_each} of the rarest" if rarest > 0 else
+                "this run has none of " + ", ".join(r for r in regimes if counts[r] == 0)
+                + ", so more problems like these would not do")
+        out[claim] = (f"not tested at this scale: {len(df)} failed problems, regimes {short}. What would decide it: "
+                      f"the paper profile (up to 500 failed problems of Qwen2.5-Math-1.5B against its own base model, "
+                      f"the paper's setting; the paper used 1,423 failures); {grow}.")
+    return out
