@@ -69,6 +69,8 @@ OUTCOME_RE = re.compile(r"\b(reproduces|does not reproduce|did not reproduce|fai
                         r"(?:not )?reproduced|(?:signal|effect|claim) is not there|saves)\b", re.IGNORECASE)
 #: A sentence ``verdicts.sentence`` wrote: its verdict, its text, and the claim's id at the end.
 SENTENCE_RE = re.compile(r"\*\*(Reproduced|Real but small|Not reproduced|Undecided)\*\*: (.*?) `(c[\w.+-]*)`")
+#: A claim not tested, as ``verdicts.dropped_sentence`` writes it (its own reason may say anything).
+DROPPED_RE = re.compile(r"\*\*Not tested\*\*: (.*?) `(c[\w.+-]*)`")
 
 
 def _shown_text(nb: dict) -> list[tuple[int, str]]:
@@ -86,9 +88,9 @@ def _shown_text(nb: dict) -> list[tuple[int, str]]:
     return out
 
 
-def outcome_problems(nb: dict, recorded: dict) -> list[str]:
-    """Where a chapter states an outcome that no verdict wrote, or a verdict sentence that is not
-    the recorded claim's (its verdict now, its interval)."""
+def outcome_problems(nb: dict, recorded: dict, dropped: frozenset = frozenset()) -> list[str]:
+    """Where a chapter states an outcome that no verdict wrote, a verdict sentence that is not the
+    recorded claim's (its verdict now, its interval), or a claim "not tested" that was not dropped."""
     from pika_utils.book import verdicts
 
     rules, problems = verdicts.rules_markdown().strip(), []
@@ -106,7 +108,9 @@ def outcome_problems(nb: dict, recorded: dict) -> list[str]:
                                 f"{verdicts.verdict_of(row)!r}")
             if f"[{verdicts._num(row['low'])}, {verdicts._num(row['high'])}]" not in body:
                 problems.append(f"cell {i}: the sentence for {cid!r} does not give its recorded interval")
-        for m in OUTCOME_RE.finditer(SENTENCE_RE.sub("", text)):
+        problems += [f"cell {i}: says {m.group(2)!r} was not tested, but it was not dropped"
+                     for m in DROPPED_RE.finditer(text) if m.group(2) not in dropped]
+        for m in OUTCOME_RE.finditer(DROPPED_RE.sub("", SENTENCE_RE.sub("", text))):
             problems.append(f"cell {i}: states an outcome in its own words ({m.group(0)!r} in "
                             f"{text[max(0, m.start() - 60):m.end() + 40]!r}): write it with verdicts.sentence")
     return problems
@@ -125,9 +129,12 @@ def test_the_outcome_check_finds_what_it_is_for():
         {"output_type": "stream", "text": "the signal is not there\n"}]},
         {"cell_type": "markdown", "source": [good.replace("**Reproduced**", "**Not reproduced**")]},
         {"cell_type": "markdown", "source": [good.replace("[0.1, 0.3]", "[0.1, 0.4]")]},
-        {"cell_type": "markdown", "source": [verdicts.rules_markdown()]}]}
+        {"cell_type": "markdown", "source": [verdicts.rules_markdown()]},
+        {"cell_type": "markdown", "source": [verdicts.dropped_sentence(
+            {"claim_id": "c6-y", "chapter": "06", "claim": "Routing saves", "reason": "no member saves cost"})]}]}
+    assert outcome_problems(nb, recorded, frozenset({"c6-y"})) == outcome_problems(nb, recorded)[:4]
     found = outcome_problems(nb, recorded)
-    assert len(found) == 4, found
+    assert len(found) == 5 and "'c6-y' was not tested" in found[4], found
     assert "reproduces" in found[0] and "is not there" in found[1]
     assert "'not reproduced'" in found[2] and "interval" in found[3]
     assert outcome_problems({"cells": [nb["cells"][0] | {"outputs": [{"output_type": "display_data",
@@ -149,11 +156,14 @@ def test_every_outcome_a_chapter_states_is_its_recorded_verdict(smoke_book, name
     if name in NOT_YET:
         request.applymarker(pytest.mark.xfail(reason=NOT_YET[name], strict=True))
     root, _ = smoke_book
-    recorded = {json.loads(p.read_text())["claim_id"]: json.loads(p.read_text())
-                for p in (root / "runs" / "verdicts" / "smoke").glob("*.json")}
+    folder = root / "runs" / "verdicts" / "smoke"
+    recorded = {json.loads(p.read_text())["claim_id"]: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    dropped = frozenset(json.loads(p.read_text())["claim_id"] for p in (folder / "dropped").glob("*.json"))
     nb = json.loads((root / "book" / "chapters" / f"{name}.ipynb").read_text())
-    problems = outcome_problems(nb, recorded)
+    problems = outcome_problems(nb, recorded, dropped)
     assert not problems, f"{name}: " + "; ".join(problems)
     if name == "11_verdicts":  # the verdict page says every recorded claim in its verdict's words
         said = {m.group(3) for _, t in _shown_text(nb) for m in SENTENCE_RE.finditer(t)}
         assert said == set(recorded), f"the verdict page leaves out {sorted(set(recorded) - said)}"
+        not_tested = {m.group(2) for _, t in _shown_text(nb) for m in DROPPED_RE.finditer(t)}
+        assert not_tested == dropped, f"the verdict page leaves out dropped claims {sorted(dropped - not_tested)}"

@@ -275,6 +275,11 @@ def sentence(claim: Claim | Mapping[str, Any]) -> str:
             + f"{versus}; {_reason(row, v)}.{conds} `{row['claim_id']}`")
 
 
+def dropped_sentence(row: Mapping[str, Any]) -> str:
+    """One Markdown sentence for a claim a chapter did not test: the claim, its own reason, its id."""
+    return f"**Not tested**: {row['claim']} (chapter {row['chapter']}): {str(row['reason']).rstrip('.')}. `{row['claim_id']}`"
+
+
 def _folder(profile: str) -> Path:
     return store.data_dir() / "verdicts" / "".join(c if c.isalnum() or c in "-_." else "_" for c in str(profile))
 
