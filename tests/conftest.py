@@ -50,6 +50,19 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """The whole smoke book, executed and rendered once per test session for the tests that read
+    it (test_book's and test_prose's): (its root, the rendered index)."""
+    from pika_utils.book import runner as book
+
+    root = tmp_path_factory.mktemp("smoke_book")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIKA_DATA_DIR", str(root / "runs"))
+        index = book.make_book("smoke", root=root)
+    return root, index
+
+
+@pytest.fixture(scope="session")
 def tiny_lm():
     """The smoke profile's tiny model, loaded once per test session."""
     from pika_utils.models.registry import load_model

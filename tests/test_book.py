@@ -92,16 +92,6 @@ def test_failing_cell_names_notebook_and_cell(tmp_path, monkeypatch):
         book.execute_chapters(params, root=tmp_path, progress=False, preflight=False)  # (the preflight names it first)
 
 
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    """The whole smoke book, executed and rendered once for the tests that read it."""
-    root = tmp_path_factory.mktemp("smoke_book")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PIKA_DATA_DIR", str(root / "runs"))
-        index = book.make_book("smoke", root=root)
-    return root, index
-
-
 def test_smoke_book_end_to_end(smoke_book):
     """papermill runs every chapter on the smoke profile and Jupyter Book renders them."""
     tmp_path, index = smoke_book
@@ -206,9 +196,10 @@ def test_the_first_page_says_what_this_run_found(tmp_path, monkeypatch):
     (tmp_path / "book" / "chapters").mkdir(parents=True)
     (tmp_path / "book" / "chapters" / "06_utility_router.ipynb").write_text("{}")
     verdicts.record("smoke", verdicts.Claim("c6-recorded-beats-best", "06", "Routing beats the best member", "p",
-                                            "accuracy minus the best's", 0.05, 0.01, 0.09, n=500))
-    verdicts.record("smoke", verdicts.Claim("c6-other", "06", "Another", "p", "q", 0.0, -0.3, 0.3, n=40))
-    verdicts.record("smoke", verdicts.Claim("c3-old", "03", "From an earlier run", "p", "q", 0.5, 0.4, 0.6, n=9))
+                                            "accuracy minus the best's", 0.05, 0.01, 0.09, n=500,
+                                            selection="cross-fitted"))
+    verdicts.record("smoke", verdicts.Claim("c6-other", "06", "Another", "p", "q", 0.0, -0.3, 0.3, n=40, selection="none"))
+    verdicts.record("smoke", verdicts.Claim("c3-old", "03", "From an earlier run", "p", "q", 0.5, 0.4, 0.6, n=9, selection="none"))
     text = book.write_findings(tmp_path, "smoke", chapters=["06_utility_router"]).read_text()
     assert "Of **2 claims**" in text and "**1 were reproduced**" in text and "**1 stay undecided**" in text
     assert "- **reproduced**: Routing beats the best member. accuracy minus the best's: 0.050 [0.010, 0.090], n = 500" in text

@@ -287,8 +287,8 @@ def test_the_dtype_is_in_every_key_and_the_copy_is_stored_once():
     big, small = registry.resolve_spec("qwen2.5-coder-1.5b"), registry.resolve_spec("smollm2-135m")
     assert registry.stored_dtype(big) == "bfloat16" and registry.stored_dtype(small) == "float32"
     # the float32 copies keep the cache folder they always had; the bfloat16 one gets its own
-    assert registry._offline_cache_path(small).name.endswith(store.stable_hash([small.gguf_sha256, BUILD_VERSION]))
-    assert registry._offline_cache_path(big).name.endswith(store.stable_hash([big.gguf_sha256, BUILD_VERSION, "bfloat16"]))
+    assert registry.offline_cache_path(small).name.endswith(store.stable_hash([small.gguf_sha256, BUILD_VERSION]))
+    assert registry.offline_cache_path(big).name.endswith(store.stable_hash([big.gguf_sha256, BUILD_VERSION, "bfloat16"]))
 
 
 def test_a_bfloat16_model_computes_what_its_float32_twin_computes(tiny_lm):

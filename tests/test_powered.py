@@ -105,7 +105,9 @@ def test_selection_cross_validates_when_validation_has_one_positive():
 
 @pytest.mark.parametrize("est,lo,hi,null,direction,expected", [
     (0.2, 0.1, 0.3, 0.0, 1, "reproduced"),
-    (0.0, -0.05, 0.01, 0.0, 1, "not reproduced"),  # excludes every effect of 0.02 or more
+    (0.0, -0.05, 0.005, 0.0, 1, "not reproduced"),  # holds 0, below the margin less the band (0.01)
+    (0.0, -0.05, 0.015, 0.0, 1, "undecided"),  # below the margin, but inside the band
+    (0.01, 0.005, 0.015, 0.0, 1, "real but small"),  # there, and below the margin
     (0.05, -0.1, 0.2, 0.0, 1, "undecided"),
     (0.05, 0.02, 0.08, 0.1, -1, "reproduced"),  # e.g. ECE below 0.1
     (0.2, 0.15, 0.3, 0.1, -1, "not reproduced"),
@@ -117,7 +119,7 @@ def test_verdict_rule(est, lo, hi, null, direction, expected):
 
 def test_verdicts_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path))
-    c = verdicts.Claim("c-x", "03", "a claim", "paper", "q", 0.3, 0.1, 0.5, n=40)
+    c = verdicts.Claim("c-x", "03", "a claim", "paper", "q", 0.3, 0.1, 0.5, n=40, selection="validation")
     verdicts.record("my profile", c)
     t = verdicts.table("my profile")
     assert t.loc[0, "verdict"] == "reproduced" and t.loc[0, "n"] == 40
@@ -126,7 +128,7 @@ def test_verdicts_round_trip(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("est,lo,hi,expected", [
     (0.85, 0.82, 0.88, "reproduced"),          # within the paper's 0.83-0.87, give or take 0.05
-    (0.55, 0.40, 0.68, "not reproduced"),      # chapter 4's human-difficulty Spearman: the range is missed
+    (0.55, 0.40, 0.68, "not reproduced"),      # chapter 4's human-difficulty Spearman: below 0.83 - 0.075
     (0.75, 0.60, 0.95, "undecided"),           # overlaps the range but reaches far below it
     (float("nan"), 0.0, 1.0, "undecided"),
 ])
@@ -139,7 +141,7 @@ def test_size_rule_against_the_papers_range(est, lo, hi, expected):
 
 def test_a_condition_that_fails_fails_the_claim():
     cheaper = dict(claim_id="c-r", chapter="06", claim="matches the best for less", paper="p", quantity="cost saved",
-                   estimate=0.5, low=0.4, high=0.6, n=36)
+                   estimate=0.5, low=0.4, high=0.6, n=36, selection="validation")
     same_accuracy = {"quantity": "accuracy minus the best's", "estimate": -0.05, "low": -0.08, "high": -0.03,
                      "null": -0.01}
     assert verdicts.Claim(**cheaper).verdict == "reproduced"
@@ -151,7 +153,7 @@ def test_a_condition_that_fails_fails_the_claim():
 def test_no_claim_without_n_and_none_against_a_constant_baseline(tmp_path, monkeypatch):
     monkeypatch.setenv("PIKA_DATA_DIR", str(tmp_path))
     c = verdicts.Claim("c-len", "03", "The probe beats length", "p", "paired AUROC difference", 0.4, 0.2, 0.5,
-                       versus="prompt length")
+                       versus="prompt length", selection="validation")
     with pytest.raises(ValueError, match="n must be the number"):
         verdicts.record("p", c)
     c = dataclasses.replace(c, n=78)

@@ -147,7 +147,7 @@ def check_model(name: str, source: str) -> tuple[Finding | None, float]:
     off = spec.offline or ""
     if off.startswith("pypi:") or off == "local:tiny" or off.startswith("gguf:"):
         if source != "hub":
-            cached = registry._offline_cache_path(spec)
+            cached = registry.offline_cache_path(spec)
             if cached is not None and is_complete(cached):
                 return None, 0.0
             if off.startswith("pypi:"):

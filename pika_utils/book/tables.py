@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 DASH = "–"
-#: Verdict labels and their colours (the forest plot's).
-VERDICT_COLOURS = {"reproduced": "#2e7d32", "not reproduced": "#c62828", "undecided": "#616161"}
+#: Verdict labels (``verdicts.VERDICTS``) and their colours, for the tables and the forest plot.
+VERDICT_COLOURS = {"reproduced": "#2e7d32", "real but small": "#9a6700", "not reproduced": "#c62828",
+                   "undecided": "#616161"}
 
 
 def number(x, digits: int = 3) -> str:

@@ -110,7 +110,8 @@ def run_rollouts(
     problems = _check_problems(problems)
     if isinstance(backend, str):
         from ..problems.files import check_prompt_chars, check_prompts_fit, file_rows
-        from ..models.registry import context_hint, resolve_spec
+        from ..models.hints import context_hint
+        from ..models.registry import resolve_spec
         resolve_spec(model)  # an unknown name, or a .gguf path that is no GGUF file, named here
         if backend == "transformers":  # counted with the tokenizer alone, before any weights load
             check_prompts_fit(problems["question"].tolist(), model, max_new_tokens=cfg.max_new_tokens,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core.hub import hf_cache
 from .cache import is_complete
+from .registry import offline_cache_path, resolve_spec
 from .tiny import tiny_recipe
 
 
@@ -28,9 +29,7 @@ def _folder_on_disk(spec, source: str = "auto") -> Path | None:
             pass
         if source == "hub":
             return None
-    from .registry import _offline_cache_path
-
-    folder = _offline_cache_path(spec) if spec.offline else None
+    folder = offline_cache_path(spec) if spec.offline else None
     return folder if folder is not None and is_complete(folder) else None
 
 
@@ -39,8 +38,6 @@ def context_hint(name: str, source: str = "auto") -> int | None:
     cache or a local folder; the tiny model's recipe), without loading or building it; None when
     not known yet."""
     import json
-
-    from .registry import resolve_spec
 
     try:
         spec = resolve_spec(name)
@@ -62,8 +59,6 @@ def tokenizer_hint(name: str, source: str = "auto"):
     """The model's tokenizer (with its chat template) and context length, read without loading
     or building its weights: from a folder already on disk, or built in code for the tiny model;
     None when neither is at hand (then only the character pre-check applies before loading)."""
-    from .registry import resolve_spec
-
     context = context_hint(name, source)
     if context is None:
         return None

