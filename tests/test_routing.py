@@ -297,3 +297,42 @@ def test_router_bad_input(saved_probes, tmp_path):
     save_probe(copy[a], coef * 2, {k: v for k, v in info.items() if k not in ("versions", "saved")})
     with pytest.raises(ValueError, match="changed since the router was saved"):
         Router.load(path)
+
+
+# --------------------------------------------------------------------------------------------
+# One best single member, one tie rule, chosen on the rows it is given
+
+
+def test_best_member_is_chosen_on_the_rows_it_is_given(outcomes):
+    from pika_utils.routing.best import best_member
+
+    # on train every member answers the same half (a three-way tie): the cheapest wins
+    train = best_member(outcomes[outcomes["split"] == "train"])
+    assert train["member"] == S and train["accuracy"] == pytest.approx(0.5) and train["n"] == 6
+    # on test the big member is the most accurate (6/8), whatever its cost
+    test = best_member(outcomes[outcomes["split"] == "test"])
+    assert test["member"] == B and test["accuracy"] == pytest.approx(6 / 8)
+
+
+def test_best_of_ties_go_to_the_cheaper_then_the_first_row():
+    from pika_utils.routing.best import best_of
+
+    t = pd.DataFrame({"member": ["a", "b", "c"], "accuracy": [0.5, 0.7, 0.7], "cost": [1.0, 3.0, 2.0]})
+    assert best_of(t)["member"] == "c"
+    t["cost"] = [1.0, 2.0, 2.0]
+    assert best_of(t)["member"] == "b"
+    # accuracies equal up to summation order are a tie; without a cost the first row wins
+    t2 = pd.DataFrame({"member": ["x", "y"], "accuracy": [0.1 + 0.2, 0.3]})
+    assert best_of(t2, cost=None)["member"] == "x"
+    assert best_of(t2.iloc[::-1], cost=None)["member"] == "y"
+
+
+def test_best_member_refuses_nothing_to_choose_on(outcomes):
+    from pika_utils.routing.best import best_member, best_of
+
+    with pytest.raises(ValueError, match="no outcomes"):
+        best_member(outcomes[outcomes["split"] == "val"])
+    with pytest.raises(ValueError, match="lack"):
+        best_member(outcomes.drop(columns="cost"))
+    with pytest.raises(ValueError, match="every accuracy NaN"):
+        best_of(pd.DataFrame({"member": ["a"], "accuracy": [np.nan], "cost": [1.0]}))
