@@ -214,3 +214,25 @@ def test_tfidf_baseline_fits_an_intercept_and_is_never_saved(tmp_path):
                         fit_intercept=True)
     sk = Ridge(alpha=1.0).fit(X[:40], yy[:40]).predict(X[40:])
     assert rows[0]["score"] == pytest.approx(metrics.spearman(yy[40:], sk))
+
+
+def test_chapter4_chooses_its_model_without_test_outcomes():
+    from types import SimpleNamespace
+
+    from pika_utils.probes import difficulty as D
+
+    # the better test score belongs to "b", the better validation score to "a": "a" is chosen
+    reps = {"a": SimpleNamespace(metrics={"val": 0.6, "test": 0.1}), "b": SimpleNamespace(metrics={"val": 0.5, "test": 0.9})}
+    assert D.choose_model(reps) == ("a", "validation")
+    reps["b"].metrics["val"] = 0.6  # a tie: the first given
+    assert D.choose_model(reps)[0] == "a"
+    with pytest.raises(ValueError, match="no probe has a validation score"):
+        D.choose_model({"a": SimpleNamespace(metrics={"val": float("nan")})})
+    # mixed outcomes counted on train and val only: "b" is mixed on test alone
+    problems = pd.DataFrame({"problem_id": ["p0", "p1", "p2"], "split": ["train", "val", "test"]})
+    summary = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "problem_id": ["p0", "p1", "p2"] * 2,
+                            "success_rate": [0.5, 1.0, 1.0, 1.0, 0.0, 0.5], "split": ["train", "val", "test"] * 2})
+    assert D.informative_model(summary, problems, ["b", "a"]) == "a"
+    summary.loc[5, "success_rate"] = 0.25
+    summary.loc[3, "success_rate"] = 0.25  # now both have one mixed train/val problem: the first given
+    assert D.informative_model(summary, problems, ["b", "a"]) == "b"
