@@ -304,7 +304,7 @@ def test_router_bad_input(saved_probes, tmp_path):
 
 
 def test_best_member_is_chosen_on_the_rows_it_is_given(outcomes):
-    from pika_utils.routing.best import best_member
+    from pika_utils.core.best import best_member
 
     # on train every member answers the same half (a three-way tie): the cheapest wins
     train = best_member(outcomes[outcomes["split"] == "train"])
@@ -315,7 +315,7 @@ def test_best_member_is_chosen_on_the_rows_it_is_given(outcomes):
 
 
 def test_best_of_ties_go_to_the_cheaper_then_the_first_row():
-    from pika_utils.routing.best import best_of
+    from pika_utils.core.best import best_of
 
     t = pd.DataFrame({"member": ["a", "b", "c"], "accuracy": [0.5, 0.7, 0.7], "cost": [1.0, 3.0, 2.0]})
     assert best_of(t)["member"] == "c"
@@ -328,7 +328,7 @@ def test_best_of_ties_go_to_the_cheaper_then_the_first_row():
 
 
 def test_best_member_refuses_nothing_to_choose_on(outcomes):
-    from pika_utils.routing.best import best_member, best_of
+    from pika_utils.core.best import best_member, best_of
 
     with pytest.raises(ValueError, match="no outcomes"):
         best_member(outcomes[outcomes["split"] == "val"])
@@ -354,10 +354,10 @@ def _fold_outcomes():
 
 
 def test_fold_best_chooses_on_the_training_folds_only():
-    from pika_utils.routing import pool as pool_
+    from pika_utils.core.best import fold_best
 
     outcomes, folds = _fold_outcomes()
-    ref = pool_.fold_best(outcomes, folds)
+    ref = fold_best(outcomes, folds)
     assert ref.groupby("fold")["best"].first().to_dict() == {0: "a", 1: "b"}
     assert len(ref) == 10 and ref["correct"].sum() == 0 + 2  # a on fold 0 (none), b on fold 1 (2 of 5)
 

@@ -16,7 +16,7 @@ from ..core import cached_tables, store
 from ..probes import protocol as P
 from . import crossfit as CF
 from . import evaluation as M
-from .best import best_member
+from ..core.best import fold_best
 from .evaluation import prefill_costs
 
 
@@ -236,25 +236,12 @@ def _fit_crossfit(params, problems, members, pool: Pool, reader, fold_seeds, n_f
                         chosen=pd.concat(chosen, ignore_index=True), reader=reader)
 
 
-def fold_best(outcomes: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
-    """Each problem's reference: always the best single member chosen (``best.best_member``) on
-    the training folds of the problem's fold, never on the fold itself. One row per problem, as
-    ``evaluation.always`` gives, with its fold and that member."""
-    out = []
-    fold_of = folds.reindex(outcomes["problem_id"]).to_numpy()
-    for f in sorted(folds.unique()):
-        o = outcomes.assign(split=np.where(fold_of == f, "test", "train"))
-        best = best_member(o[o["split"] == "train"])["member"]
-        out.append(M.always(o, best, "test").assign(fold=f, best=best))
-    return pd.concat(out, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
-
-
 def crossfit_claim(cp: CrossfitPool, method: str, outcomes: pd.DataFrame, *, prefill=None,
                    cost: str = "cost_with_routing", rule: str = "cheapest_at_best_accuracy",
                    n_boot: int = 1000, seed: int = 0) -> tuple[dict, pd.DataFrame]:
     """The utility router against the best single member, both chosen per fold on its training
     folds (lambda by ``rule``, ``routing.crossfit.crossfit_route``; the member by
-    ``best.best_member``), paired over every problem, at every fold seed. Returns the claim's
+    ``core.best.fold_best``), paired over every problem, at every fold seed. Returns the claim's
     numbers (the seeds' mean estimate, and an interval from the lowest to the highest of the
     seeds' 95% bootstrap bounds, so it covers the refit spread) and one row per seed."""
     rows = []
@@ -262,8 +249,7 @@ def crossfit_claim(cp: CrossfitPool, method: str, outcomes: pd.DataFrame, *, pre
         scores, folds = cp.method(method, fs)
         routed = CF.crossfit_route(scores, outcomes, folds, rule=rule, prefill=prefill, cost=cost)
         ref = fold_best(outcomes, folds)
-        ci = M.paired_intervals(routed, ref[["problem_id", "member", "correct", "cost", "routing_cost",
-                                             "cost_with_routing"]], cost=cost, n_boot=n_boot, seed=seed)
+        ci = M.paired_intervals(routed, ref.drop(columns=["fold", "best"]), cost=cost, n_boot=n_boot, seed=seed)
         rows.append({"fold_seed": fs, **ci, "n": int(len(routed)),
                      "best member per fold": ", ".join(ref.groupby("fold")["best"].first()),
                      "setting per fold": "; ".join(routed.groupby("fold")["setting"].first())})

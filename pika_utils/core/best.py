@@ -6,6 +6,9 @@ copies chose on all outcomes or on the test split, so the reference a router was
 had itself seen the test outcomes. Callers pass the outcomes the choice may see (a training split,
 or the training folds of a cross-fit), never the problems the comparison is scored on.
 
+It lives on the ground floor so that every stage can call it: routers (``routing``) and the
+recoverability chapter's interventions (``recoverability``, a sibling floor of ``routing``).
+
 The rule: the highest accuracy; among members whose accuracies are equal (to 1e-12), the lowest
 mean cost; among those, the first in the order given (a per-member table's row order; for long
 outcomes, members sorted by name)."""
@@ -55,3 +58,27 @@ def best_member(outcomes: pd.DataFrame, *, cost: str = "cost") -> pd.Series:
            .agg(accuracy=("correct", "mean"), cost=(cost, "mean"), n=("problem_id", "nunique"))
            .reset_index())
     return best_of(per)
+
+
+def fold_best(outcomes: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
+    """Each problem's reference in a cross-fit: always answering with the best member chosen
+    (``best_member``) on the OTHER folds, never on the problem's own fold. ``folds`` maps
+    problem_id -> fold. One row per problem: problem_id, member, correct, cost, routing_cost (0),
+    cost_with_routing (= cost), fold and ``best`` (the member its fold chose)."""
+    need = ["member", "problem_id", "correct", "cost"]
+    missing = [c for c in need if c not in outcomes.columns]
+    if missing:
+        raise ValueError(f"fold_best: outcomes lack column(s) {missing}; they have {list(outcomes.columns)}")
+    fold_of = folds.reindex(outcomes["problem_id"]).to_numpy()
+    if pd.isna(fold_of).any():
+        raise ValueError(f"fold_best: {int(pd.isna(fold_of).sum())} outcome row(s) have a problem with no fold")
+    out = []
+    for f in sorted(pd.unique(fold_of)):
+        held = fold_of == f
+        member = best_member(outcomes[~held])["member"]
+        rows = outcomes[held & (outcomes["member"] == member).to_numpy()]
+        out.append(pd.DataFrame({"problem_id": rows["problem_id"].to_numpy(), "member": member,
+                                 "correct": rows["correct"].astype(float).to_numpy(),
+                                 "cost": rows["cost"].astype(float).to_numpy(), "routing_cost": 0.0,
+                                 "cost_with_routing": rows["cost"].astype(float).to_numpy(), "fold": f, "best": member}))
+    return pd.concat(out, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
