@@ -175,3 +175,64 @@ def test_transfer_tests_on_every_problem_of_the_unseen_source():
     rep = P.transfer(Acts(), lab, "success_rate", "a", "b", n_boot=50)
     assert rep.metrics["n_test"] == 80 and set(rep.test["problem_id"]) == set(lab.loc[lab["source"] == "b", "problem_id"])
     assert rep.best["layer"] == 2 and rep.metrics["test"] > 0.7
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_intercept_is_fitted_unpenalised_and_only_when_asked(task):
+    """Non-negative features with an offset target (TF-IDF's situation): with ``fit_intercept``
+    the fit matches sklearn's own intercept; the bias-free probe has none."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, size=(200, 6))
+    z = X @ rng.normal(size=6) - 3.0 + rng.normal(scale=0.3, size=200)
+    y = z if task == "regression" else (z > np.median(z)).astype(float)
+    probe = LinearProbe(task, 1.0, fit_intercept=True).fit(X, y)
+    if task == "regression":
+        ref = Ridge(alpha=1.0).fit(X, y)
+    else:
+        ref = LogisticRegression(C=1.0, max_iter=2000).fit(X, y.astype(int))
+    np.testing.assert_allclose(probe.coef_, np.ravel(ref.coef_), rtol=1e-3, atol=1e-4)
+    assert probe.intercept_ == pytest.approx(float(np.ravel(ref.intercept_)[0]), rel=1e-3, abs=1e-4)
+    ref_scores = ref.predict(X) if task == "regression" else ref.decision_function(X)
+    np.testing.assert_allclose(probe.decision_function(X), ref_scores, rtol=1e-3, atol=1e-3)
+    assert LinearProbe(task, 1.0).fit(X, y).intercept_ == 0.0
+
+
+def test_tfidf_baseline_fits_an_intercept_and_is_never_saved(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = labels_frame(rng.uniform(0.3, 0.9, size=240))
+    rep = P.tfidf_baseline(lab, "success_rate", n_boot=50)
+    assert rep.metrics["intercept"].startswith("fitted") and rep.intercept != 0.0
+    with pytest.raises(ValueError, match="intercept"):
+        P.save_trained_probe(tmp_path / "p", rep, None, prompt_suffix="")
+    # the sweep scores the intercept's fit: a centred ridge, the same as sklearn's at every alpha
+    X = rng.uniform(0, 1, size=(60, 5))
+    yy = X @ rng.normal(size=5) + 2.0
+    from pika_utils.probes.linear import _fold_scores
+    rows = _fold_scores(lambda layer, pos: X, [(0, 0)], yy, np.arange(40), np.arange(40, 60), "regression", [1.0],
+                        fit_intercept=True)
+    sk = Ridge(alpha=1.0).fit(X[:40], yy[:40]).predict(X[40:])
+    assert rows[0]["score"] == pytest.approx(metrics.spearman(yy[40:], sk))
+
+
+def test_chapter4_chooses_its_model_without_test_outcomes():
+    from types import SimpleNamespace
+
+    from pika_utils.probes import difficulty as D
+
+    # the better test score belongs to "b", the better validation score to "a": "a" is chosen
+    reps = {"a": SimpleNamespace(metrics={"val": 0.6, "test": 0.1}), "b": SimpleNamespace(metrics={"val": 0.5, "test": 0.9})}
+    assert D.choose_model(reps) == ("a", "validation")
+    reps["b"].metrics["val"] = 0.6  # a tie: the first given
+    assert D.choose_model(reps)[0] == "a"
+    with pytest.raises(ValueError, match="no probe has a validation score"):
+        D.choose_model({"a": SimpleNamespace(metrics={"val": float("nan")})})
+    # mixed outcomes counted on train and val only: "b" is mixed on test alone
+    problems = pd.DataFrame({"problem_id": ["p0", "p1", "p2"], "split": ["train", "val", "test"]})
+    summary = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "problem_id": ["p0", "p1", "p2"] * 2,
+                            "success_rate": [0.5, 1.0, 1.0, 1.0, 0.0, 0.5], "split": ["train", "val", "test"] * 2})
+    assert D.informative_model(summary, problems, ["b", "a"]) == "a"
+    summary.loc[5, "success_rate"] = 0.25
+    summary.loc[3, "success_rate"] = 0.25  # now both have one mixed train/val problem: the first given
+    assert D.informative_model(summary, problems, ["b", "a"]) == "b"

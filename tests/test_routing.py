@@ -297,3 +297,95 @@ def test_router_bad_input(saved_probes, tmp_path):
     save_probe(copy[a], coef * 2, {k: v for k, v in info.items() if k not in ("versions", "saved")})
     with pytest.raises(ValueError, match="changed since the router was saved"):
         Router.load(path)
+
+
+# --------------------------------------------------------------------------------------------
+# One best single member, one tie rule, chosen on the rows it is given
+
+
+def test_best_member_is_chosen_on_the_rows_it_is_given(outcomes):
+    from pika_utils.core.best import best_member
+
+    # on train every member answers the same half (a three-way tie): the cheapest wins
+    train = best_member(outcomes[outcomes["split"] == "train"])
+    assert train["member"] == S and train["accuracy"] == pytest.approx(0.5) and train["n"] == 6
+    # on test the big member is the most accurate (6/8), whatever its cost
+    test = best_member(outcomes[outcomes["split"] == "test"])
+    assert test["member"] == B and test["accuracy"] == pytest.approx(6 / 8)
+
+
+def test_best_of_ties_go_to_the_cheaper_then_the_first_row():
+    from pika_utils.core.best import best_of
+
+    t = pd.DataFrame({"member": ["a", "b", "c"], "accuracy": [0.5, 0.7, 0.7], "cost": [1.0, 3.0, 2.0]})
+    assert best_of(t)["member"] == "c"
+    t["cost"] = [1.0, 2.0, 2.0]
+    assert best_of(t)["member"] == "b"
+    # accuracies equal up to summation order are a tie; without a cost the first row wins
+    t2 = pd.DataFrame({"member": ["x", "y"], "accuracy": [0.1 + 0.2, 0.3]})
+    assert best_of(t2, cost=None)["member"] == "x"
+    assert best_of(t2.iloc[::-1], cost=None)["member"] == "y"
+
+
+def test_best_member_refuses_nothing_to_choose_on(outcomes):
+    from pika_utils.core.best import best_member, best_of
+
+    with pytest.raises(ValueError, match="no outcomes"):
+        best_member(outcomes[outcomes["split"] == "val"])
+    with pytest.raises(ValueError, match="lack"):
+        best_member(outcomes.drop(columns="cost"))
+    with pytest.raises(ValueError, match="every accuracy NaN"):
+        best_of(pd.DataFrame({"member": ["a"], "accuracy": [np.nan], "cost": [1.0]}))
+
+
+# --------------------------------------------------------------------------------------------
+# The own pool cross-fitted: the reference and the setting chosen in-fold, seeds' spread kept
+
+
+def _fold_outcomes():
+    """Fold 0 = p0..p4, fold 1 = p5..p9. Over all ten problems b is best (7 vs 4), but on fold
+    1 alone (fold 0's training part) a is (4 vs 2)."""
+    a = [0, 0, 0, 0, 0, 1, 1, 1, 1, 0]
+    b = [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    rows = [{"member": m, "problem_id": f"p{i}", "correct": v, "cost": c, "split": "train"}
+            for m, vals, c in (("a", a, 1.0), ("b", b, 2.0)) for i, v in enumerate(vals)]
+    folds = pd.Series([0] * 5 + [1] * 5, index=pd.Index([f"p{i}" for i in range(10)], name="problem_id"))
+    return pd.DataFrame(rows), folds
+
+
+def test_fold_best_chooses_on_the_training_folds_only():
+    from pika_utils.core.best import fold_best
+
+    outcomes, folds = _fold_outcomes()
+    ref = fold_best(outcomes, folds)
+    assert ref.groupby("fold")["best"].first().to_dict() == {0: "a", 1: "b"}
+    assert len(ref) == 10 and ref["correct"].sum() == 0 + 2  # a on fold 0 (none), b on fold 1 (2 of 5)
+
+
+def test_crossfit_claim_covers_every_seed_and_chooses_in_fold():
+    from pika_utils.routing import pool as pool_
+
+    rng = np.random.default_rng(0)
+    ids = [f"p{i}" for i in range(60)]
+    correct = {"a": rng.integers(0, 2, 60), "b": np.ones(60, int)}
+    correct["b"][rng.choice(60, 6, replace=False)] = 0
+    outcomes = pd.DataFrame([{"member": m, "problem_id": p, "correct": int(v), "cost": c, "split": "train"}
+                             for m, c in (("a", 1.0), ("b", 3.0)) for p, v in zip(ids, correct[m])])
+    scores, folds = [], []
+    for fs in (0, 1, 2):
+        fold = np.random.default_rng(fs).permutation(np.arange(60) % 3)
+        folds.append(pd.DataFrame({"fold_seed": fs, "problem_id": ids, "fold": fold}))
+        for m in ("a", "b"):  # a perfect probe, in both roles, for every fold
+            for f in range(3):
+                role = np.where(fold == f, "held", "inner")
+                scores.append(pd.DataFrame({"method": "own", "fold_seed": fs, "member": m, "problem_id": ids,
+                                            "fold": f, "role": role, "p": correct[m].astype(float)}))
+    cp = pool_.CrossfitPool(pd.concat(scores, ignore_index=True), pd.concat(folds, ignore_index=True), pd.DataFrame())
+    out, per_seed = pool_.crossfit_claim(cp, "own", outcomes, cost="cost", n_boot=200, seed=0)
+    assert list(per_seed["fold_seed"]) == [0, 1, 2] and out["n"] == 60 and out["seeds"] == 3
+    assert out["cost_reduction_low"] == per_seed["cost_reduction_low"].min()
+    assert out["cost_reduction_high"] == per_seed["cost_reduction_high"].max()
+    assert out["cost_reduction"] == pytest.approx(per_seed["cost_reduction"].mean())
+    # b is every fold's best; a perfect probe sends a's successes to a: cheaper, no less accurate
+    assert set(", ".join(per_seed["best member per fold"]).split(", ")) == {"b"}
+    assert out["cost_reduction"] > 0.2 and out["accuracy_diff"] >= 0

@@ -3,6 +3,8 @@ decodable from the state before generation, and is the model's own difficulty th
 Spearman scores are read against their tie ceiling, and gaps are paired bootstrap intervals."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -51,3 +53,31 @@ def own_vs_human(success_test: pd.DataFrame, human_scores: np.ndarray, n_boot: i
     y, s = success_test["y"].to_numpy(float), success_test["score"].to_numpy(float)
     h = -np.asarray(human_scores, dtype=float)
     return bootstrap_ci(lambda yy, ss, hh: spearman(yy, ss) - spearman(yy, hh), y, s, h, n_boot=n_boot, seed=seed)
+
+
+def choose_model(reports: Mapping[str, P.ProbeReport]) -> tuple[str, str]:
+    """The model whose probe scored best on the data its own layer, position and alpha were
+    chosen on (the validation split, or cross-validation over train+val when validation is too
+    small), never on test: a claim's model is a choice like any other. Ties go to the first
+    model given. Returns the model and how it was chosen ('validation')."""
+    if not reports:
+        raise ValueError("choose_model: no fitted probe to choose from")
+    vals = {m: float(r.metrics.get("val", np.nan)) for m, r in reports.items()}
+    if not any(np.isfinite(v) for v in vals.values()):
+        raise ValueError(f"choose_model: no probe has a validation score ({vals})")
+    top = max(v for v in vals.values() if np.isfinite(v))
+    return next(m for m, v in vals.items() if np.isfinite(v) and v >= top), "validation"
+
+
+def informative_model(summary: pd.DataFrame, problems: pd.DataFrame, models) -> str:
+    """Of ``models``, the one with the most problems of mixed outcome (0 < success rate < 1) on
+    the TRAIN and validation splits: the most informative labels, counted without the test
+    outcomes a claim is then scored on. Ties go to the first model given."""
+    sr = summary.merge(problems[["problem_id", "split"]], on="problem_id", suffixes=("", "_p"))
+    split = sr["split_p"] if "split_p" in sr else sr["split"]
+    sr = sr[split.isin(["train", "val"])]
+    mixed = sr.assign(m=(sr["success_rate"] > 0) & (sr["success_rate"] < 1)).groupby("model")["m"].sum()
+    models = list(models)
+    if not models:
+        raise ValueError("informative_model: no model to choose from")
+    return max(models, key=lambda m: (float(mixed.get(m, 0)), -models.index(m)))

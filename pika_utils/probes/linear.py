@@ -3,6 +3,11 @@
 The paper's protocol: ridge for continuous targets, L2 logistic for binary ones, no bias term,
 alpha from 1e-3..1e4 picked on the validation split (Spearman or AUROC), the best layer and
 position picked on validation only, Platt scaling fitted on validation for binary probes.
+
+``fit_intercept=True`` adds an unpenalised intercept (ridge on centred features and targets; the
+logistic's own intercept). The paper's probes stay bias-free; the surface baselines (TF-IDF, whose
+features are all non-negative, so a bias-free fit must spend its weights on the base rate) take
+the intercept, so a probe is never compared with a handicapped baseline.
 """
 from __future__ import annotations
 
@@ -54,13 +59,16 @@ def _fit_logistic(clf: LogisticRegression, X, y) -> bool:
 
 
 class LinearProbe(BaseEstimator):
-    """A bias-free linear probe: ridge for ``task='regression'``, L2 logistic regression for
-    ``task='classification'``; ``alpha`` is the L2 strength (C = 1/alpha for the logistic)."""
+    """A linear probe: ridge for ``task='regression'``, L2 logistic regression for
+    ``task='classification'``; ``alpha`` is the L2 strength (C = 1/alpha for the logistic).
+    Bias-free (the paper's probe) unless ``fit_intercept`` (an unpenalised intercept)."""
 
-    def __init__(self, task: str = "regression", alpha: float = 1.0, max_iter: int = 2000) -> None:
+    def __init__(self, task: str = "regression", alpha: float = 1.0, max_iter: int = 2000,
+                 fit_intercept: bool = False) -> None:
         self.task = task
         self.alpha = alpha
         self.max_iter = max_iter
+        self.fit_intercept = fit_intercept
 
     def fit(self, X, y):
         X = np.asarray(X, dtype=np.float64)
@@ -68,13 +76,16 @@ class LinearProbe(BaseEstimator):
             raise ValueError(f"task must be 'regression' or 'classification', got {self.task!r}")
         y = check_labels(y, self.task)
         if self.task == "regression":
-            self.coef_ = ridge_path(X, y, [self.alpha])[:, 0]
+            mx, my = (X.mean(0), y.mean()) if self.fit_intercept else (0.0, 0.0)
+            self.coef_ = ridge_path(X - mx, y - my, [self.alpha])[:, 0]
+            self.intercept_ = float(my - np.dot(mx, self.coef_)) if self.fit_intercept else 0.0
             self.converged_, self.n_iter_ = True, 0  # closed form
         else:
-            clf = LogisticRegression(C=1.0 / self.alpha, fit_intercept=False, max_iter=self.max_iter)
+            clf = _logistic(C=1.0 / self.alpha, max_iter=self.max_iter, fit_intercept=self.fit_intercept)
             self.converged_ = _fit_logistic(clf, X, y.astype(int))
             self.n_iter_ = int(np.max(clf.n_iter_))
             self.coef_ = clf.coef_[0]
+            self.intercept_ = float(clf.intercept_[0]) if self.fit_intercept else 0.0
             self.classes_ = np.array([0, 1])
         self.n_features_in_ = X.shape[1]
         return self
@@ -84,7 +95,7 @@ class LinearProbe(BaseEstimator):
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
-        return X @ self.coef_
+        return X @ self.coef_ + getattr(self, "intercept_", 0.0)
 
     def predict(self, X) -> np.ndarray:
         s = self.decision_function(X)
@@ -166,25 +177,30 @@ def _folds(idx: np.ndarray, y: np.ndarray, task: str, n_folds: int, seed: int) -
     return [(idx[a], idx[b]) for a, b in splitter]
 
 
-def _fold_scores(features, cells, y, fit_idx, eval_idx, task, alphas, *, least_squares: bool = False) -> list[dict]:
+def _fold_scores(features, cells, y, fit_idx, eval_idx, task, alphas, *, least_squares: bool = False,
+                 fit_intercept: bool = False) -> list[dict]:
     """Every alpha's held-out score at each (layer, position) cell: ridge (closed form, every
     alpha from one eigendecomposition) for regression, or with ``least_squares`` as a screen for a
-    binary target; warm-started L2 logistic fits otherwise."""
+    binary target; warm-started L2 logistic fits otherwise. With ``fit_intercept``, ridge on
+    features and targets centred on the fitting rows (an unpenalised intercept)."""
     metric = probe_metric(task)
     ytr = check_labels(y[fit_idx], task, "training labels")
     rows = []
     for layer, pos in cells:
         X = features(layer, pos)
         if task == "regression" or least_squares:
-            preds = X[eval_idx] @ ridge_path(X[fit_idx], ytr, alphas)
+            mx = X[fit_idx].mean(0) if fit_intercept else 0.0
+            my = ytr.mean() if fit_intercept else 0.0
+            preds = (X[eval_idx] - mx) @ ridge_path(X[fit_idx] - mx, ytr - my, alphas)
             rows += [{"layer": layer, "position": pos, "alpha": a, "score": metric(y[eval_idx], s)}
                      for a, s in zip(alphas, preds.T)]
         else:  # strongest regularisation first, each fit warm-started from the last
-            clf = _logistic(warm_start=True)
+            clf = _logistic(warm_start=True, fit_intercept=fit_intercept)
             for a in sorted(alphas, reverse=True):
                 converged = _fit_logistic(clf.set_params(C=1.0 / a), X[fit_idx], ytr.astype(int))
+                s = X[eval_idx] @ clf.coef_[0] + (clf.intercept_[0] if fit_intercept else 0.0)
                 rows.append({"layer": layer, "position": pos, "alpha": a, "converged": converged,
-                             "score": metric(y[eval_idx], X[eval_idx] @ clf.coef_[0])})
+                             "score": metric(y[eval_idx], s)})
     return rows
 
 
@@ -210,7 +226,7 @@ TIE_TOL = 0.005
 
 
 def _logistic(**kw) -> LogisticRegression:
-    return LogisticRegression(fit_intercept=False, max_iter=2000, **kw)
+    return LogisticRegression(**{"fit_intercept": False, "max_iter": 2000, **kw})
 
 
 def sweep(
@@ -225,6 +241,7 @@ def sweep(
     *,
     n_folds: int = 5,
     seed: int = 0,
+    fit_intercept: bool = False,
 ) -> SweepResult:
     """Score every layer, EOI position and alpha and pick one, never looking at test. On the
     validation split when it is large enough; otherwise by ``n_folds``-fold cross-validation over
@@ -239,11 +256,12 @@ def sweep(
     cells = [(layer, pos) for layer in layers for pos in positions]
     screen = None
     if task == "classification" and len(cells) > SCREEN_KEEP:
-        screen = _score_table([_fold_scores(features, cells, y, a, b, task, alphas, least_squares=True)
-                               for a, b in folds])
+        screen = _score_table([_fold_scores(features, cells, y, a, b, task, alphas, least_squares=True,
+                                            fit_intercept=fit_intercept) for a, b in folds])
         ranked = screen.groupby(["layer", "position"])["val_score"].max().sort_values(ascending=False, kind="stable")
         cells = list(ranked.index[:SCREEN_KEEP])
-    table = _score_table([_fold_scores(features, cells, y, a, b, task, alphas) for a, b in folds])
+    table = _score_table([_fold_scores(features, cells, y, a, b, task, alphas, fit_intercept=fit_intercept)
+                          for a, b in folds])
     ok = table.dropna(subset=["val_score"])
     if ok.empty:
         raise ValueError("every validation score is NaN (a constant target on the validation split?)")

@@ -34,6 +34,7 @@ class ProbeReport:
     metrics: dict
     coef: np.ndarray = field(repr=False, default=None)
     platt: tuple[float, float] | None = None
+    intercept: float = 0.0  # 0 for the paper's bias-free probe; the surface baselines fit one
 
     def row(self) -> dict:
         m = self.metrics
@@ -57,14 +58,14 @@ MIN_PLATT_CLASS = 5
 
 
 def _out_of_fold_scores(X: np.ndarray, y: np.ndarray, idx: np.ndarray, task: str, alpha: float,
-                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+                        seed: int, fit_intercept: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each example's score from a probe fitted without it (the folds of the selection), so that
     Platt scaling can be fitted when validation was folded into training."""
     from .linear import _folds
 
     scores, ys = [], []
     for fit, held in _folds(idx, y, task, 5, seed):
-        probe = LinearProbe(task, alpha).fit(X[fit], y[fit])
+        probe = LinearProbe(task, alpha, fit_intercept=fit_intercept).fit(X[fit], y[fit])
         # a bias-free probe's scores sit at a different level in each fold: standardise each fold's
         # held-out scores by that fold's own training scores before pooling them
         ref = probe.decision_function(X[fit])
@@ -75,20 +76,23 @@ def _out_of_fold_scores(X: np.ndarray, y: np.ndarray, idx: np.ndarray, task: str
 
 def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: Sequence[int],
                  positions: Sequence[int], labels: pd.DataFrame, target: str, *,
-                 alphas: Sequence[float] = ALPHAS, n_boot: int = 1000, seed: int = 0) -> ProbeReport:
+                 alphas: Sequence[float] = ALPHAS, n_boot: int = 1000, seed: int = 0,
+                 fit_intercept: bool = False) -> ProbeReport:
     """Choose the cell without test (``probes.sweep``), refit it on the data it was chosen on,
-    Platt-scale on validation where both classes are there to fit it, and test."""
+    Platt-scale on validation where both classes are there to fit it, and test. ``fit_intercept``:
+    an unpenalised intercept (the surface baselines; the paper's probe is bias-free)."""
     task = TARGETS[target]
     if target not in labels:
         raise ValueError(f"labels lack the target column {target!r}")
     y = check_labels(labels[target].to_numpy(dtype=float), task, f"{target} labels")
     idx = split_indices(labels)
-    res = sweep(features, layers, positions, y, idx["train"], idx["val"], task, alphas, seed=seed)
+    res = sweep(features, layers, positions, y, idx["train"], idx["val"], task, alphas, seed=seed,
+                fit_intercept=fit_intercept)
     b = res.best
     cv = b["selection"].startswith(tuple("0123456789"))
     fit_idx = np.concatenate([idx["train"], idx["val"]]) if cv else idx["train"]
     X = features(b["layer"], b["position"])
-    probe = LinearProbe(task, b["alpha"]).fit(X[fit_idx], y[fit_idx])
+    probe = LinearProbe(task, b["alpha"], fit_intercept=fit_intercept).fit(X[fit_idx], y[fit_idx])
     s_val, s_test = probe.decision_function(X[idx["val"]]), probe.decision_function(X[idx["test"]])
     y_test = y[idx["test"]]
     test = pd.DataFrame({"problem_id": labels["problem_id"].to_numpy()[idx["test"]], "y": y_test, "score": s_test})
@@ -104,7 +108,7 @@ def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: 
         test["prob"] = 1 / (1 + np.exp(-s_test))
         mu, sd = 0.0, 1.0
         if cv:  # validation helped fit the probe: calibrate on out-of-fold scores over train+val
-            s_cal, y_cal = _out_of_fold_scores(X, y, fit_idx, task, b["alpha"], seed)
+            s_cal, y_cal = _out_of_fold_scores(X, y, fit_idx, task, b["alpha"], seed, fit_intercept)
             ref = probe.decision_function(X[fit_idx])  # the same standardisation for the final probe
             mu, sd = float(ref.mean()), float(ref.std() or 1.0)
             where = "out-of-fold scores over train+val (cross-validated selection)"
@@ -122,7 +126,8 @@ def run_protocol(name: str, features: Callable[[int, int], np.ndarray], layers: 
                                 "the probe's own probability is used")
         metrics.update(ece_raw=ece(y_test, test["prob"]), ece_platt=ece(y_test, test["prob_platt"]),
                        brier_raw=brier(y_test, test["prob"]), brier_platt=brier(y_test, test["prob_platt"]))
-    return ProbeReport(name, target, task, res.table, b, test, metrics, probe.coef_, platt)
+    metrics["intercept"] = "fitted (unpenalised)" if fit_intercept else "none (bias-free)"
+    return ProbeReport(name, target, task, res.table, b, test, metrics, probe.coef_, platt, probe.intercept_)
 
 
 def eoi_probe(acts, labels: pd.DataFrame, target: str, *, model: str | None = None,
@@ -141,13 +146,15 @@ def eoi_probe(acts, labels: pd.DataFrame, target: str, *, model: str | None = No
 
 
 def tfidf_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
-    """TF-IDF of the question (vocabulary fitted on the training split only), same protocol."""
+    """TF-IDF of the question (vocabulary fitted on the training split only), same protocol
+    (alpha chosen the probe's way), with an intercept: every TF-IDF feature is non-negative, so
+    a bias-free fit spends its weights on the base rate and handicaps the baseline."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     train = labels["split"].to_numpy() == "train"
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True).fit(labels.loc[train, "question"])
     X = vec.transform(labels["question"]).toarray()
-    return run_protocol("tfidf", lambda layer, pos: X, [0], [0], labels, target, **kw)
+    return run_protocol("tfidf", lambda layer, pos: X, [0], [0], labels, target, fit_intercept=True, **kw)
 
 
 def length_baseline(labels: pd.DataFrame, target: str, **kw) -> ProbeReport:
@@ -220,7 +227,11 @@ def save_trained_probe(path: str | Path, report: ProbeReport, acts, *, prompt_su
                        system_prompt: str | None = None, labels: pd.DataFrame | None = None,
                        extra: Mapping | None = None) -> Path:
     """Save a fitted EOI probe with everything needed to apply it to new prompts; ``extra``
-    adds fields (e.g. a reader probe's ``reader`` and ``target_member``)."""
+    adds fields (e.g. a reader probe's ``reader`` and ``target_member``). Only bias-free probes
+    are saved (the file holds the weights, no intercept)."""
+    if report.intercept:
+        raise ValueError(f"the {report.name} probe has an intercept ({report.intercept:.3g}); saved probes are "
+                         "bias-free (probe.safetensors holds the weights only)")
     info = {
         "target": report.target, "task": report.task, "layer": int(report.best["layer"]),
         "position": int(report.best["position"]), "alpha": float(report.best["alpha"]),

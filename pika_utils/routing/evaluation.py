@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..core import prices
 from ..core.metrics import bootstrap_ci
+from ..core.best import best_of
 from .rules import _need, make_pool, replay, routed_table
 
 # --------------------------------------------------------------------------------------------
@@ -205,8 +206,9 @@ def cost_reduction_at_best_accuracy(sweep: pd.DataFrame, singles: pd.DataFrame, 
     """The cheapest setting whose accuracy >= the best single member's, and its cost reduction
     1 - cost/member cost (NaN when none reaches it). With ``outcomes`` (and ``probs``), paired
     bootstrap intervals from replaying that setting. The setting is chosen on the same problems
-    it is scored on (optimistic); choose on 'val' and ``replay`` on 'test' for an honest number."""
-    best = singles.sort_values(["accuracy", "cost"], ascending=[False, True], kind="stable").iloc[0]
+    it is scored on (optimistic); choose on 'val' and ``replay`` on 'test' for an honest number.
+    The best member is ``core.best.best_of(singles)``: pass singles of the split the choice may see."""
+    best = best_of(singles)
     ok = sweep[sweep["accuracy"] >= best["accuracy"] - 1e-12].dropna(subset=[cost])
     if ok.empty:
         return pd.Series({"member": best["member"], "member_accuracy": best["accuracy"], "member_cost": best["cost"],

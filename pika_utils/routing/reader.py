@@ -28,7 +28,7 @@ from .rules import ReaderPrefill
 from .evaluation import prefill_costs
 
 #: Bump when what reader_pool computes changes.
-READER_FORMAT = 1
+READER_FORMAT = 2  # 2: its TF-IDF comparison fits an intercept (probes.protocol.tfidf_baseline)
 _TABLES = ("probs", "reader_prefill", "probes", "comparison")
 
 
