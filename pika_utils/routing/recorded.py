@@ -27,9 +27,10 @@ from .rules import ReaderPrefill
 
 #: Bump when what build_recorded_pool computes changes.
 RECORDED_FORMAT = 3
-#: The cross-fitted reader probes choose their layer among every LAYER_STEP-th layer (neighbouring
-#: layers carry nearly the same signal), at every stored end-of-instruction position.
-LAYER_STEP = 2
+#: The cross-fitted reader probes choose their layer among every LAYER_STEP-th layer, at every stored
+#: end-of-instruction position: neighbouring layers carry nearly the same signal, and five fold
+#: seeds of an inner 5-fold screen at every second layer took about twice the time budget.
+LAYER_STEP = 4
 #: The whole cross-fit is repeated over this many fold assignments (seeds seed, seed+1, ...); the
 #: first is the book's (its tables and routers are shown), all of them make the intervals.
 FOLD_SEEDS = 5
