@@ -274,3 +274,179 @@ def test_a_held_out_folds_routing_never_sees_its_own_outcomes():
     in0 = a["problem_id"].isin(f0)
     assert (a.loc[in0, "setting"] == b.loc[in0, "setting"]).all() and (a.loc[in0, "member"] == b.loc[in0, "member"]).all()
     assert (a.loc[in0, "correct"] != b.loc[in0, "correct"]).all()  # scored on its own (changed) outcomes
+
+
+# ------------------------------------------- fair fits: intercept, standardising, within-fold AUROC
+
+
+def test_fold_auroc_counts_pairs_within_folds_only():
+    from pika_utils.core.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)  # ties on purpose
+    f = rng.integers(0, 4, 300)
+    pairs = [(s[(f == k) & (y == 1)][:, None], s[(f == k) & (y == 0)][None, :]) for k in range(4)]
+    want = sum(((p > n).sum() + 0.5 * (p == n).sum()) for p, n in pairs) / sum(p.size * n.size for p, n in pairs)
+    assert CF.fold_auroc(y, s, f) == pytest.approx(want)
+    assert CF.fold_auroc(y, s, np.zeros(300)) == pytest.approx(auroc(y, s))
+    # one fold's scores squeezed to a near-constant (a flattening calibration) and shifted: pooled
+    # over folds the ranking changes, counted within folds it does not
+    squeezed = np.where(f == 0, 0.5 + 1e-6 * s, s + 3 * f)
+    assert CF.fold_auroc(y, squeezed, f) == pytest.approx(want)
+    assert abs(auroc(y, squeezed) - want) > 0.02
+    assert np.isnan(CF.fold_auroc(np.ones(10), np.arange(10.0), np.zeros(10)))
+
+
+def test_the_ridge_probe_has_an_intercept():
+    """No signal, labels mostly 1: predictions sit at the training base rate, not at 0 (a
+    bias-free probe on centred-free features would be pulled towards 0)."""
+    from pika_utils.routing import ridge
+
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(100, 20)))  # non-negative, like TF-IDF
+    y = (rng.random(100) < 0.8).astype(float)
+    G = ridge.standardised_gram(X, np.arange(80), scale=False)
+    pred = ridge.ridge_predict(G, y[:, None], np.arange(80), np.arange(80, 100), [1e4])[0, :, 0]
+    assert pred == pytest.approx(np.full(20, y[:80].mean()), abs=1e-3)
+
+
+def test_standardising_uses_the_training_rows_only():
+    from pika_utils.routing import ridge
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 8)) * np.array([1e6, 1, 1, 1, 1, 1, 1, 1])
+    tr = np.arange(40)
+    G = ridge.standardised_gram(X, tr)
+    Z = (X - X[tr].mean(0)) / X[tr].std(0)
+    assert G == pytest.approx(Z @ Z.T)
+    X2 = X.copy()
+    X2[45] *= 100  # a held-out row changed: the training rows' kernel does not move
+    assert ridge.standardised_gram(X2, tr)[np.ix_(tr, tr)] == pytest.approx(G[np.ix_(tr, tr)])
+
+
+def test_choice_ties_go_to_the_strongest_alpha_then_the_earliest_cell():
+    from pika_utils.routing import ridge
+
+    auc = np.zeros((3, 4, 1))
+    auc[1, 2, 0] = auc[2, 3, 0] = auc[0, 3, 0] = 0.8
+    (pick,) = ridge.choose(auc, ["a", "b", "c"], [0.1, 1.0, 10.0, 100.0])
+    assert (pick["cell"], pick["alpha"]) == ("a", 100.0)
+
+
+def test_a_member_that_is_almost_always_right_gets_its_base_rate():
+    X, y = _synthetic(n=100)
+    y[:] = 1
+    y[:3] = 0
+    held, _ = CF.crossfit_probe(lambda layer, pos: X, [0], [0], y, np.arange(100) % 4, alphas=[1.0])
+    assert held["p"].nunique() <= 4 and (held.attrs["chosen"]["probe"] == "constant (training base rate)").all()
+
+
+# ------------------------------------------------------ intervals that carry the refit
+
+
+def test_the_seed_pooled_interval_covers_every_seed():
+    from pika_utils.routing.seeds import pooled_interval
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    same = pooled_interval({0: lambda i: x[i].mean(), 1: lambda i: x[i].mean()}, 200, n_boot=300)
+    one = pooled_interval({0: lambda i: x[i].mean()}, 200, n_boot=300)
+    assert (same.low, same.high) == pytest.approx((one.low, one.high), abs=2e-3)  # identical seeds add nothing
+    apart = pooled_interval({s: (lambda s: lambda i: x[i].mean() + 0.5 * s)(s) for s in range(5)}, 200, n_boot=300)
+    assert apart.estimate == pytest.approx(x.mean() + 1.0)
+    assert apart.low <= apart.per_seed["estimate"].min() and apart.high >= apart.per_seed["estimate"].max()
+    widths = apart.per_seed["high"] - apart.per_seed["low"]
+    assert apart.high - apart.low > widths.max() + 1.5  # the spread between seeds is in it
+    est, lo, hi = apart  # unpacks like bootstrap_ci
+    assert lo < est < hi
+    assert apart.spread == pytest.approx((x.mean(), x.mean() + 2.0))
+
+
+# ------------------------------------------------ the recorded pool's questions, on a made-up pool
+
+
+def _fake_pool(n=240, seeds=(0, 1), seed=0):
+    from pika_utils.routing.recorded import RecordedPool
+
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:03d}" for i in range(n)]
+    z = rng.normal(size=n)
+    ya = (z + 0.7 * rng.normal(size=n) > 0).astype(int)  # predictable
+    yb = (z + 3.0 * rng.normal(size=n) > 0).astype(int)  # barely
+    outcomes = pd.concat([pd.DataFrame({"member": m, "problem_id": ids, "correct": y, "cost": c, "split": "all"})
+                          for m, y, c in (("a", ya, 1.0), ("b", yb, 2.0))], ignore_index=True)
+    folds = pd.concat([pd.DataFrame({"seed": s, "problem_id": ids, "fold": CF.make_folds(ids, 4, seed=s).to_numpy()})
+                       for s in seeds], ignore_index=True)
+    scores = []
+    for s in seeds:
+        f = folds[folds["seed"] == s]["fold"].to_numpy()
+        for method in ("reader", "text"):
+            for m in ("a", "b"):
+                sc = z + 0.3 * rng.normal(size=n) + 10 * f  # each fold on its own scale
+                scores.append(pd.DataFrame({"member": m, "problem_id": ids, "fold": f, "role": "held", "score": sc,
+                                            "p": 1 / (1 + np.exp(-(sc - 10 * f))), "method": method, "seed": s}))
+    # failures of 'b' alternate between ending with an answer and stopping unfinished
+    ends = pd.concat([pd.DataFrame({"member": "a", "problem_id": ids, "ended": "answer"}),
+                      pd.DataFrame({"member": "b", "problem_id": ids,
+                                    "ended": np.where(np.arange(n) % 2 == 0, "answer", "unfinished")})], ignore_index=True)
+    problems = pd.DataFrame({"problem_id": ids, "question": ids, "level": rng.integers(1, 6, n).astype(float),
+                             "fold": folds[folds["seed"] == seeds[0]]["fold"].to_numpy()})
+    return RecordedPool("reader", ["a", "b"], problems, outcomes, pd.DataFrame(), pd.concat(scores, ignore_index=True),
+                        pd.DataFrame(), pd.DataFrame({"problem_id": ids, "prefill_cost": 0.0}), folds, ends)
+
+
+def test_auroc_difference_is_within_folds_and_pooled_over_seeds():
+    from pika_utils.core.metrics import auroc
+    from pika_utils.routing import recorded_results as RR
+
+    pool = _fake_pool()
+    iv = RR.auroc_difference(pool, "a", "b", n_boot=200)
+    assert list(iv.per_seed["seed"]) == [0, 1] and iv.low < iv.estimate < iv.high
+    assert iv.estimate > 0.1  # 'a' is the predictable one
+    y = RR.outcomes_of(pool, "a")
+    s, f = RR.held_scores(pool, "a", "reader", 0)
+    assert RR.aurocs(pool).set_index("member").loc["a", "reader probe"] == pytest.approx(
+        np.mean([CF.fold_auroc(y, *RR.held_scores(pool, "a", "reader", k)) for k in (0, 1)]))
+    assert CF.fold_auroc(y, s, f) > auroc(y, s) + 0.1  # pooled over folds, the folds' scales would blur it
+
+
+def test_an_auroc_split_by_how_the_chains_end_keeps_one_kind_of_failure():
+    from pika_utils.routing import recorded_results as RR
+
+    pool = _fake_pool()
+    y = RR.outcomes_of(pool, "b")
+    keep = RR._keep(pool, "b", "unfinished")
+    assert keep[y == 1].all() and keep[y == 0].sum() == ((y == 0) & (np.arange(len(y)) % 2 == 1)).sum()
+    ends = RR.ends_table(pool).set_index("member")
+    assert ends.loc["b", "failures"] == ends.loc["b", "failures ending with a boxed answer"] + ends.loc["b", "failures that stopped unfinished"]
+    with pytest.raises(ValueError, match="ended='half'"):
+        RR._keep(pool, "b", "half")
+
+
+def test_the_best_member_is_chosen_on_the_training_folds():
+    """Fold 0's outcomes changed so that 'b' is the best member over all problems: the member
+    fold 0 is compared with is still chosen without them."""
+    from pika_utils.routing import recorded_results as RR
+
+    pool = _fake_pool()
+    before = RR.best_by_fold(pool, 0)
+    f0 = set(pool.folds_of(0).index[pool.folds_of(0) == 0])
+    o = pool.outcomes.copy()
+    o.loc[o["problem_id"].isin(f0), "correct"] = (o.loc[o["problem_id"].isin(f0), "member"] == "b").astype(int)
+    pool.outcomes = o
+    after = RR.best_by_fold(pool, 0)
+    assert RR.room(pool)["best member"] == "b"
+    in0 = after["problem_id"].isin(f0)
+    assert (after.loc[in0, "member"] == before.loc[in0, "member"]).all()
+    assert (after.loc[in0, "member"] == "a").all()  # the other folds' best, not the best over all problems
+
+
+def test_chain_ends_find_the_boxed_answer():
+    from pika_utils.routing.recorded import chain_ends
+
+    m = REC.RecordedMember("x", pd.DataFrame({"problem_id": ["p1", "p2", "p3"], "correct": [1, 0, 0],
+                                              "response": ["so \\boxed{4}", "Wait, perhaps", None]}), "x", "long")
+    assert chain_ends([m], ["p1", "p2", "p3"])["ended"].tolist() == ["answer", "unfinished", ""]
+    no_text = REC.RecordedMember("y", pd.DataFrame({"problem_id": ["p1"], "correct": [1], "output_tokens": [3]}), "y", "api")
+    assert chain_ends([no_text], ["p1"])["ended"].tolist() == [""]

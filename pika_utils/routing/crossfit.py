@@ -1,10 +1,12 @@
 """Cross-fitting: every problem scored by a probe, and routed by a router, that never saw it.
 
 A 150-problem test split leaves intervals wide. Cross-fitting splits the problems into folds;
-for each held-out fold the probe's layer, position and alpha are chosen, the probe fitted and
-Platt-calibrated, and the router's lambda chosen, all on the other folds only. Every problem then
-carries one honest out-of-fold probability and one honest routing decision, and intervals rest
-on all the problems. The same code serves the reader's activations and the text-only router."""
+for each held-out fold the probe's layer, position and alpha are chosen (by an inner k-fold), the
+probe fitted and Platt-calibrated, and the router's lambda chosen, all on the other folds only
+(``ridge``). Every problem then carries one honest out-of-fold score and one honest routing
+decision, and intervals rest on all the problems. The same code serves the reader's activations
+and the text-only router. A ranking is measured within folds (``fold_auroc``): different folds'
+probes put their scores on different scales, so they are never pooled as one ranking."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -12,9 +14,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.metrics import auroc
-from ..probes.linear import ALPHAS, LinearProbe, PlattScaler, sweep
+from scipy import stats
+
+from ..probes.linear import ALPHAS
 from . import evaluation as M
+from . import ridge as RG
 from . import rules as R
 
 #: The rules a fold's lambda may be chosen by, on the training folds' own out-of-fold scores.
@@ -36,88 +40,100 @@ def make_folds(problem_ids: Sequence[str], n_folds: int = 5, seed: int = 0, stra
     return pd.Series(fold, index=pd.Index(ids, name="problem_id"), name="fold")
 
 
-def _inner_split(idx: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    strat = y[idx] if min((y[idx] == 1).sum(), (y[idx] == 0).sum()) >= 2 else None
-    a, b = train_test_split(idx, test_size=0.25, random_state=seed, stratify=strat)
-    return np.sort(a), np.sort(b)
-
-
-def _oof_logits(X: np.ndarray, y: np.ndarray, idx: np.ndarray, alpha: float, n_inner: int, seed: int) -> np.ndarray:
-    """Logits for ``idx`` from probes fitted on the other inner folds (fixed cell and alpha)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    out = np.empty(len(idx))
-    k = max(2, min(n_inner, int(min((y[idx] == 1).sum(), (y[idx] == 0).sum()))))
-    for a, b in StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y[idx].astype(int)):
-        out[b] = LinearProbe("classification", alpha).fit(X[idx[a]], y[idx[a]]).decision_function(X[idx[b]])
-    return out
-
-
-def _fit_fold(features, layers, positions, y, tr, te, alphas, n_inner, seed):
-    """One outer fold: choose, fit and calibrate on ``tr``; score ``te`` (held) and ``tr`` (inner)."""
-    if min((y[tr] == 1).sum(), (y[tr] == 0).sum()) < 2 * n_inner:  # a member (almost) always right or wrong
-        base = float(y[tr].mean())
-        return np.full(len(te), base), np.full(len(tr), base), {"layer": -1, "position": -1, "alpha": np.nan,
-                                                                  "probe": "constant (training base rate)"}
-    a, b = _inner_split(tr, y, seed)
-    best = sweep(features, layers, positions, y, a, b, "classification", alphas, seed=seed).best
-    X = features(best["layer"], best["position"])
-    s_tr = _oof_logits(X, y, tr, best["alpha"], n_inner, seed)
-    platt = PlattScaler().fit(s_tr, y[tr])
-    s_te = LinearProbe("classification", best["alpha"]).fit(X[tr], y[tr]).decision_function(X[te])
-    return platt.transform(s_te), platt.transform(s_tr), {"layer": best["layer"], "position": best["position"],
-                                                          "alpha": best["alpha"], "probe": "linear"}
+def fold_auroc(y, score, folds) -> float:
+    """AUROC counted within folds: every (success, failure) pair of the same fold, pooled over
+    folds (the fold-stratified estimate). Scores from different folds' probes are never compared,
+    so no fold's scale (or its calibration) can raise or flatten another's ranking. NaN scores are
+    left out; NaN when no fold holds both outcomes."""
+    y = np.asarray(y, dtype=float)
+    s = np.asarray(score, dtype=float)
+    f = np.asarray(folds)
+    keep = np.isfinite(s) & np.isfinite(y)
+    y, s, f = y[keep], s[keep], f[keep]
+    if len(y) == 0:
+        return float("nan")
+    _, f = np.unique(f, return_inverse=True)
+    # within-fold ranks in one pass: a key that orders by fold, then by score (ties kept), ranked
+    # once; an item's rank is then its rank within its fold plus the size of the folds before it
+    key = f * (len(s) + 1.0) + stats.rankdata(s)
+    ranks = stats.rankdata(key)
+    size = np.bincount(f)
+    offset = np.concatenate([[0], np.cumsum(size)[:-1]])
+    pos = y > 0.5
+    n1 = np.bincount(f[pos], minlength=len(size)).astype(float)
+    n0 = size - n1
+    u = np.bincount(f[pos], weights=ranks[pos] - offset[f[pos]], minlength=len(size)) - n1 * (n1 + 1) / 2
+    pairs = n1 * n0
+    return float(u[pairs > 0].sum() / pairs.sum()) if pairs.sum() > 0 else float("nan")
 
 
-def _collect(parts) -> tuple[pd.DataFrame, pd.DataFrame]:
-    held = pd.concat([h for h, _, _ in parts], ignore_index=True).sort_values("row").reset_index(drop=True)
-    held.attrs["chosen"] = pd.DataFrame([c for _, _, c in parts])
-    return held, pd.concat([i for _, i, _ in parts], ignore_index=True)
+def activation_gram(features: Callable[[int, int], np.ndarray], cells: Sequence[tuple[int, int]]):
+    """``gram_for`` of ``ridge.crossfit`` over activation cells: each cell's features read once
+    (``features(layer, position)``), standardised on each training fold."""
+    cache: dict = {}
+
+    def feats(cell):
+        if cell not in cache:
+            cache[cell] = np.asarray(features(*cell), dtype=np.float32)
+        return cache[cell]
+
+    def gram_for(tr):
+        return lambda i: RG.standardised_gram(feats(cells[i]), tr)
+    return gram_for
 
 
-def crossfit_probe(features: Callable[[int, int], np.ndarray], layers: Sequence[int], positions: Sequence[int],
-                   y: np.ndarray, folds: np.ndarray, *, alphas: Sequence[float] = ALPHAS, n_inner: int = 4,
-                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold calibrated probabilities of a binary probe: for each outer fold, the cell and
-    alpha chosen (``probes.sweep``) and the probe fitted on the other folds, Platt-scaled on their
-    own inner out-of-fold logits. Returns ``held`` (row, fold, p: every row once, scored by the
-    probe of its fold; ``attrs['chosen']`` per fold) and ``inner`` (row, fold, p: the training
-    rows of each fold, scored out-of-fold inside it, for choosing a router's setting)."""
-    y, folds = np.asarray(y, dtype=float), np.asarray(folds)
-    parts = []
-    for f in np.unique(folds):
-        tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        p_te, p_tr, chosen = _fit_fold(features, layers, positions, y, tr, te, alphas, n_inner, seed)
-        parts.append((pd.DataFrame({"row": te, "fold": f, "p": p_te}), pd.DataFrame({"row": tr, "fold": f, "p": p_tr}),
-                      {"fold": int(f), **chosen}))
-    return _collect(parts)
-
-
-def crossfit_tfidf(questions: Sequence[str], y: np.ndarray, folds: np.ndarray, *, alphas: Sequence[float] = ALPHAS,
-                   n_inner: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The text-only router's probabilities: TF-IDF of the question (vocabulary fitted on the
-    training folds only) with the same cross-fitted logistic protocol."""
+def tfidf_gram(questions: Sequence[str]):
+    """``gram_for`` of the text-only method: TF-IDF of the question (word 1-2-grams, sublinear tf),
+    its vocabulary and weights fitted on each training fold's questions only."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     q = np.asarray(list(questions), dtype=object)
-    y, folds = np.asarray(y, dtype=float), np.asarray(folds)
-    parts = []
-    for f in np.unique(folds):
-        tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        X = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(q[tr]).transform(q).toarray()
-        p_te, p_tr, chosen = _fit_fold(lambda layer, pos: X, [0], [0], y, tr, te, alphas, n_inner, seed)
-        parts.append((pd.DataFrame({"row": te, "fold": f, "p": p_te}), pd.DataFrame({"row": tr, "fold": f, "p": p_tr}),
-                      {"fold": int(f), **chosen}))
-    return _collect(parts)
+
+    def gram_for(tr):
+        G = RG.standardised_gram(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(q[tr]).transform(q), tr)
+        return lambda i: G
+    return gram_for
+
+
+def _as_single(held, inner, chosen, cells=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    held = held.drop(columns="target").sort_values("row").reset_index(drop=True)
+    ch = chosen.drop(columns="target")
+    if cells is not None:
+        ch = ch.assign(layer=[c[0] if c else -1 for c in ch["cell"]], position=[c[1] if c else -1 for c in ch["cell"]])
+    held.attrs["chosen"] = ch.drop(columns="cell")
+    return held, inner.drop(columns="target")
+
+
+def crossfit_probe(features: Callable[[int, int], np.ndarray], layers: Sequence[int], positions: Sequence[int],
+                   y: np.ndarray, folds: np.ndarray, *, alphas: Sequence[float] = ALPHAS, n_inner: int = RG.N_INNER,
+                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold scores of a binary probe on activations (``ridge.crossfit``: intercept,
+    features standardised on the training folds, layer, position and alpha by inner k-fold).
+    Returns ``held`` (row, fold, score, p: every row once, scored by the probe of its fold;
+    ``attrs['chosen']`` per fold) and ``inner`` (row, fold, score, p: the training rows of each
+    fold, scored out of fold inside it, for choosing a router's setting)."""
+    cells = [(int(layer), int(pos)) for layer in layers for pos in positions]
+    out = RG.crossfit(activation_gram(features, cells), cells, np.asarray(y, float)[:, None], folds, alphas,
+                      n_inner=n_inner, seed=seed)
+    return _as_single(*out, cells=cells)
+
+
+def crossfit_tfidf(questions: Sequence[str], y: np.ndarray, folds: np.ndarray, *, alphas: Sequence[float] = ALPHAS,
+                   n_inner: int = RG.N_INNER, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The text-only method's out-of-fold scores: TF-IDF of the question with the same cross-fitted
+    ridge (intercept, alpha chosen by inner k-fold inside the training folds)."""
+    out = RG.crossfit(tfidf_gram(questions), [None], np.asarray(y, float)[:, None], folds, alphas,
+                      n_inner=n_inner, seed=seed)
+    return _as_single(*out)
 
 
 def member_scores(held: pd.DataFrame, inner: pd.DataFrame, problem_ids: Sequence[str], member: str) -> pd.DataFrame:
-    """One member's long table: problem_id, fold (the outer fold), role ('held' or 'inner'), p."""
+    """One member's long table: problem_id, fold (the outer fold), role ('held' or 'inner'),
+    score (the probe's raw output: ranks within a fold) and p (calibrated: for routing)."""
     ids = np.asarray(problem_ids)
     return pd.concat([held.assign(role="held"), inner.assign(role="inner")], ignore_index=True).assign(
-        member=member, problem_id=lambda d: ids[d["row"].to_numpy()])[["member", "problem_id", "fold", "role", "p"]]
+        member=member, problem_id=lambda d: ids[d["row"].to_numpy()])[["member", "problem_id", "fold", "role", "score",
+                                                                       "p"]]
 
 
 def pick_setting(sweep_: pd.DataFrame, singles: pd.DataFrame, rule: str, cost: str = "cost_with_routing") -> pd.Series:
@@ -188,7 +204,8 @@ def crossfit_sweep(scores: pd.DataFrame, outcomes: pd.DataFrame, folds: pd.Serie
 
 
 def held_auroc(scores: pd.DataFrame, outcomes: pd.DataFrame, member: str) -> float:
-    """A member's cross-fitted AUROC over every problem (each scored by a probe that never saw it)."""
+    """A member's cross-fitted AUROC over every problem (each scored by a probe that never saw
+    it), counted within folds (``fold_auroc``) on the raw scores."""
     s = scores[(scores["member"] == member) & (scores["role"] == "held")]
     m = s.merge(outcomes[outcomes["member"] == member], on=["member", "problem_id"], validate="1:1")
-    return auroc(m["correct"], m["p"])
+    return fold_auroc(m["correct"], m["score"], m["fold"])

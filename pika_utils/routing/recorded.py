@@ -3,10 +3,13 @@
 Chapters 6 and 7 ask their questions of five 7B-32B models that cannot run here, from their
 recorded answers on all 500 MATH-500 problems (``problems.recorded``). Costs are counted tokens
 (one tokenizer for every member) times each member's size-tier price; a small local reader reads
-each question once, and its cross-fitted probes (``crossfit``) predict every member's outcome;
-a TF-IDF router trained on the same labels is the text-only comparison."""
+each question once, and its cross-fitted probes (``crossfit``, ``ridge``) predict every member's
+outcome; a TF-IDF model trained on the same labels is the text-only comparison. The whole
+cross-fit is repeated over ``FOLD_SEEDS`` fold assignments, so the intervals of chapters 6 and 7
+carry the refit (``seeds``); what the chapters compute from it is in ``recorded_results``."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -14,40 +17,59 @@ import numpy as np
 import pandas as pd
 
 from ..core import cached_tables, prices, store
-from ..core.metrics import auroc, bootstrap_ci
 from ..generation import pipeline
 from ..probes.difficulty import question_labels
 from ..problems.recorded import RecordedMember, common_problems, resolve_members
 from . import crossfit as CF
 from . import evaluation as M
+from . import ridge
 from .rules import ReaderPrefill
 
 #: Bump when what build_recorded_pool computes changes.
-RECORDED_FORMAT = 2
-#: The cross-fitted reader probes choose their layer among every LAYER_STEP-th layer (neighbouring
-#: layers carry nearly the same signal; 5 folds x 5 members of full sweeps cost twice as much).
-LAYER_STEP = 2
-_TABLES = ("problems", "outcomes", "members", "scores", "chosen", "reader_prefill")
+RECORDED_FORMAT = 3
+#: The cross-fitted reader probes choose their layer among every LAYER_STEP-th layer, at every stored
+#: end-of-instruction position: neighbouring layers carry nearly the same signal, and five fold
+#: seeds of an inner 5-fold screen at every second layer took about twice the time budget.
+LAYER_STEP = 4
+#: The whole cross-fit is repeated over this many fold assignments (seeds seed, seed+1, ...); the
+#: first is the book's (its tables and routers are shown), all of them make the intervals.
+FOLD_SEEDS = 5
+_TABLES = ("problems", "outcomes", "members", "scores", "chosen", "reader_prefill", "folds", "ends")
 METHODS = ("reader", "text")
 
 
 @dataclass
 class RecordedPool:
     """Long tables for routing the recorded members: outcomes over every problem (split 'all'),
-    cross-fitted scores of both methods (``scores``: method, member, problem_id, fold, role, p)."""
+    cross-fitted scores of both methods for every fold seed (``scores``: seed, method, member,
+    problem_id, fold, role, score, p)."""
 
     reader: str
     members: list[str]
-    problems: pd.DataFrame  # problem_id, question, level, fold
+    problems: pd.DataFrame  # problem_id, question, level, fold (the book's fold seed)
     outcomes: pd.DataFrame  # member, problem_id, correct, cost, split, input_tokens, output_tokens
     members_table: pd.DataFrame  # member, model, mode, size_b, prices, accuracy, tokens, $ per 1,000 problems
     scores: pd.DataFrame
-    chosen: pd.DataFrame  # method, member, fold, layer, position, alpha
+    chosen: pd.DataFrame  # seed, method, member, fold, layer, position, alpha, inner_auroc, probe
     reader_prefill: pd.DataFrame  # problem_id, prefill_cost
+    folds_table: pd.DataFrame  # seed, problem_id, fold
+    ends: pd.DataFrame  # member, problem_id, ended ('answer', 'unfinished', or '' where no response is recorded)
+    fit_seconds: float = float("nan")
+
+    @property
+    def seeds(self) -> list[int]:
+        """The fold seeds, the book's first."""
+        return list(dict.fromkeys(self.folds_table["seed"].tolist()))
+
+    def folds_of(self, seed: int | None = None) -> pd.Series:
+        """Each problem's fold under fold seed ``seed`` (the book's by default)."""
+        seed = self.seeds[0] if seed is None else seed
+        f = self.folds_table[self.folds_table["seed"] == seed]
+        return f.set_index("problem_id")["fold"].reindex(self.problems["problem_id"])
 
     @property
     def folds(self) -> pd.Series:
-        return self.problems.set_index("problem_id")["fold"]
+        return self.folds_of(None)
 
     def prefill(self, method: str) -> ReaderPrefill:
         """The routing cost: the reader's prefill once per problem; the text router's is nil."""
@@ -104,6 +126,7 @@ def recorded_key(params: Mapping[str, Any], acts_key: str, members: list[Recorde
     files = [(m.name, m.source, store.stable_hash(m.outcomes.to_json()), m.size_b, m.price) for m in members]
     return store.stable_hash({"format": RECORDED_FORMAT, "acts": acts_key, "members": files,
                               "folds": int(params["recorded_folds"]), "seed": int(params["seed"]),
+                              "fold_seeds": FOLD_SEEDS, "layer_step": LAYER_STEP,
                               "alphas": list(params["alphas"]), "prices": params.get("prices") or {}})
 
 
@@ -115,8 +138,8 @@ def recorded_problem_set(params: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
-    """Costs, folds and both methods' cross-fitted scores for every member, fitted once and
-    stored under a key of what determines them."""
+    """Costs, folds and both methods' cross-fitted scores for every member and fold seed, fitted
+    once and stored under a key of what determines them."""
     problems = recorded_problem_set(params)
     members = resolve_members(params["recorded_members"], problems)
     problems = common_problems(members, problems)  # every member on every problem routed (said when cut)
@@ -126,179 +149,81 @@ def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
     found = cached_tables.stored_tables(folder, "recorded.json", _TABLES)
     if found:
         meta, t = found
-        return RecordedPool(meta["reader"], meta["members"], t["problems"], t["outcomes"], t["members"], t["scores"],
-                            t["chosen"], t["reader_prefill"])
+        return RecordedPool(meta["reader"], meta["members"], *(t[n] for n in _TABLES),
+                            fit_seconds=float(meta.get("fit_seconds", np.nan)))
     pool = _fit(params, problems, members, reader, lm, acts)
-    cached_tables.store_tables(folder, "recorded.json", dict(zip(_TABLES, (
-        pool.problems, pool.outcomes, pool.members_table, pool.scores, pool.chosen, pool.reader_prefill))),
-        {"reader": reader, "members": pool.members})
+    cached_tables.store_tables(folder, "recorded.json", {n: getattr(pool, _ATTR.get(n, n)) for n in _TABLES},
+                               {"reader": reader, "members": pool.members, "fit_seconds": pool.fit_seconds})
     return pool
 
 
-def _fit(params, problems, members, reader, lm, acts) -> RecordedPool:
-    kw = dict(alphas=params["alphas"], seed=int(params["seed"]))
-    probs_ = problems.sort_values("problem_id").reset_index(drop=True)
-    folds = CF.make_folds(probs_["problem_id"], int(params["recorded_folds"]), int(params["seed"]),
-                          strata=probs_["difficulty"].fillna(0).astype(int))
-    outcomes, table = member_outcomes(members, probs_, lm.tokenizer, params.get("prices"))
-    rows = acts.rows_for(probs_["problem_id"].tolist())
-    cache: dict = {}
+_ATTR = {"members": "members_table", "folds": "folds_table"}
 
-    def features(layer: int, pos: int) -> np.ndarray:
-        if (layer, pos) not in cache:
-            cache[(layer, pos)] = acts.layer(layer, pos)[rows]
-        return cache[(layer, pos)]
 
-    scores, chosen = [], []
+def chain_ends(members: list[RecordedMember], problem_ids) -> pd.DataFrame:
+    """How each recorded response ends: 'answer' when it holds a boxed answer, 'unfinished' when
+    it does not (a chain that stopped mid-reasoning, or an answer never boxed), '' where the
+    member's file has no responses."""
+    rows = []
     for m in members:
-        y = outcomes[outcomes["member"] == m.name].set_index("problem_id")["correct"].reindex(probs_["problem_id"])
+        o = m.outcomes.set_index("problem_id").reindex(list(problem_ids))
+        if "response" in o:
+            ended = np.where(o["response"].fillna("").astype(str).str.contains(r"\boxed", regex=False),
+                             "answer", "unfinished")
+            ended = np.where(o["response"].isna(), "", ended)
+        else:
+            ended = np.full(len(o), "")
+        rows.append(pd.DataFrame({"member": m.name, "problem_id": o.index, "ended": ended}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _crossfit(method: str, params, probs_, Y, folds, acts, rows, cells_cache) -> tuple:
+    kw = dict(n_inner=ridge.N_INNER, seed=int(folds.attrs["seed"]))
+    if method == "reader":
+        cells = [(int(layer), int(pos)) for layer in acts.layers[::LAYER_STEP] for pos in acts.meta["positions"]]
+        if "gram" not in cells_cache:
+            cells_cache["gram"] = CF.activation_gram(lambda layer, pos: acts.layer(layer, pos)[rows], cells)
+        return ridge.crossfit(cells_cache["gram"], cells, Y, folds.to_numpy(), params["alphas"], **kw), cells
+    return ridge.crossfit(CF.tfidf_gram(probs_["question"]), [None], Y, folds.to_numpy(), params["alphas"], **kw), None
+
+
+def _fit(params, problems, members, reader, lm, acts) -> RecordedPool:
+    t0 = time.perf_counter()
+    probs_ = problems.sort_values("problem_id").reset_index(drop=True)
+    ids = probs_["problem_id"]
+    strata = probs_["difficulty"].fillna(0).astype(int)
+    outcomes, table = member_outcomes(members, probs_, lm.tokenizer, params.get("prices"))
+    rows = acts.rows_for(ids.tolist())
+    names = [m.name for m in members]
+    Y = outcomes.pivot(index="problem_id", columns="member", values="correct").reindex(index=ids, columns=names)
+    Y = Y.to_numpy(float)
+    cache: dict = {}  # the reader's features are read once for every seed
+    scores, chosen, folds_rows = [], [], []
+    first = int(params["seed"])
+    for seed in range(first, first + FOLD_SEEDS):
+        folds = CF.make_folds(ids, int(params["recorded_folds"]), seed, strata=strata)
+        folds.attrs["seed"] = seed
+        folds_rows.append(pd.DataFrame({"seed": seed, "problem_id": ids, "fold": folds.to_numpy()}))
         for method in METHODS:
-            if method == "reader":
-                held, inner = CF.crossfit_probe(features, acts.layers[::LAYER_STEP], acts.meta["positions"], y.to_numpy(),
-                                                folds.to_numpy(), **kw)
-            else:
-                held, inner = CF.crossfit_tfidf(probs_["question"], y.to_numpy(), folds.to_numpy(), **kw)
-            scores.append(CF.member_scores(held, inner, probs_["problem_id"], m.name).assign(method=method))
-            chosen.append(held.attrs["chosen"].assign(method=method, member=m.name))
+            (held, inner, ch), cells = _crossfit(method, params, probs_, Y, folds, acts, rows, cache)
+            for t, name in enumerate(names):
+                h, i = held[held["target"] == t], inner[inner["target"] == t]
+                scores.append(CF.member_scores(h, i, ids, name).assign(method=method, seed=seed))
+            cell = ch["cell"]
+            chosen.append(ch.drop(columns="cell").assign(
+                seed=seed, method=method, member=[names[t] for t in ch["target"]],
+                layer=[c[0] if isinstance(c, tuple) else -1 for c in cell],
+                position=[c[1] if isinstance(c, tuple) else -1 for c in cell]).drop(columns="target"))
     labels = question_labels(probs_, lm.tokenizer, params.get("prompt_suffix") or "", params.get("system_prompt"))
     pre = M.prefill_costs(labels[["problem_id", "prompt_tokens"]].assign(member=reader, model=reader), params.get("prices"))
-    return RecordedPool(reader, [m.name for m in members],
+    folds_table = pd.concat(folds_rows, ignore_index=True)
+    book = folds_table[folds_table["seed"] == first]["fold"].to_numpy()
+    return RecordedPool(reader, names,
                         probs_[["problem_id", "question", "difficulty"]].rename(columns={"difficulty": "level"}).assign(
-                            fold=folds.to_numpy()),
+                            fold=book),
                         outcomes, table, pd.concat(scores, ignore_index=True), pd.concat(chosen, ignore_index=True),
-                        pre[["problem_id", "prefill_cost"]].reset_index(drop=True))
-
-
-# --------------------------------------------------------------------------------------------
-# What chapters 6 and 7 ask of it
-
-
-def method_scores(pool: RecordedPool, method: str) -> pd.DataFrame:
-    return pool.scores[pool.scores["method"] == method].drop(columns="method")
-
-
-def route(pool: RecordedPool, method: str, rule: str) -> pd.DataFrame:
-    """Every problem routed by ``method``'s cross-fitted router, lambda chosen per fold by ``rule``."""
-    return CF.crossfit_route(method_scores(pool, method), pool.outcomes, pool.folds, rule=rule,
-                             prefill=pool.prefill(method))
-
-
-def best_member(pool: RecordedPool) -> pd.Series:
-    """The most accurate member over every problem (the cheaper one on a tie)."""
-    s = M.single_members(pool.outcomes, split=None)
-    return s.sort_values(["accuracy", "cost"], ascending=[False, True], kind="stable").iloc[0]
-
-
-def versus_best(pool: RecordedPool, routed: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """A routed table against always answering with the best member, paired over every problem:
-    accuracy difference and cost saved with the routing paid."""
-    best = best_member(pool)
-    ci = M.paired_intervals(routed, M.always(pool.outcomes, best["member"], None), cost="cost_with_routing",
-                            n_boot=n_boot, seed=seed)
-    return {"best member": best["member"], "best accuracy": float(best["accuracy"]),
-            "best $ per 1,000": float(best["cost"]) * 1000, "accuracy": ci["accuracy"],
-            "$ per 1,000 (routing paid)": float(routed["cost_with_routing"].mean()) * 1000, **ci, "n": int(len(routed))}
-
-
-def paired_accuracy(a: pd.DataFrame, b: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Accuracy of routed table ``a`` minus ``b`` on the same problems, with a paired interval."""
-    m = a.merge(b, on="problem_id", suffixes=("_a", "_b"), validate="1:1")
-    return bootstrap_ci(lambda x, y: float(np.mean(x) - np.mean(y)), m["correct_a"].to_numpy(float),
-                        m["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
-
-
-def outcome_and_score(pool: RecordedPool, member: str, score: str = "reader") -> tuple[np.ndarray, np.ndarray]:
-    """A member's outcomes over every problem (the pool's problem order) and a predictor's score
-    for them: 'reader' or 'text' (the cross-fitted held-out probability) or 'level' (minus the
-    human level: harder, less often right)."""
-    ids = pool.problems["problem_id"].to_numpy()
-    y = pool.outcomes[pool.outcomes["member"] == member].set_index("problem_id")["correct"].reindex(ids).to_numpy(float)
-    if score == "level":
-        return y, -pool.problems.set_index("problem_id")["level"].reindex(ids).to_numpy(float)
-    s = method_scores(pool, score)
-    return y, s[(s["member"] == member) & (s["role"] == "held")].set_index("problem_id")["p"].reindex(ids).to_numpy(float)
-
-
-def aurocs(pool: RecordedPool) -> pd.DataFrame:
-    """Per member: the cross-fitted AUROC of the reader probe and of the text router over every
-    problem, and of the human level."""
-    rows = []
-    for m in pool.members:
-        y, lv = outcome_and_score(pool, m, "level")
-        rows.append({"member": m, "accuracy": float(y.mean()), "n": int(len(y)), "human level": auroc(y, lv),
-                     "reader probe": auroc(*outcome_and_score(pool, m, "reader")),
-                     "text (TF-IDF)": auroc(*outcome_and_score(pool, m, "text"))})
-    return pd.DataFrame(rows)
-
-
-def auroc_difference(pool: RecordedPool, a: str, b: str, *, score: str = "reader", n_boot: int = 1000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """AUROC for member ``a`` minus for member ``b`` over the same problems, resampled jointly;
-    ``score`` as in ``outcome_and_score``."""
-    (ya, sa), (yb, sb) = outcome_and_score(pool, a, score), outcome_and_score(pool, b, score)
-    return bootstrap_ci(lambda y1, s1, y2, s2: auroc(y1, s1) - auroc(y2, s2), ya, sa, yb, sb, n_boot=n_boot, seed=seed)
-
-
-#: The routers chapter 6 compares on the recorded pool: (method, kind, rule) by name.
-ROUTERS = {
-    "reader utility, most accurate": ("reader", "utility", "most_accurate"),
-    "reader utility, most accurate within the best member's cost": ("reader", "utility", "most_accurate_within_cost"),
-    "reader utility, cheapest at the best member's accuracy": ("reader", "utility", "cheapest_at_best_accuracy"),
-    "reader cascade, most accurate within the best member's cost": ("reader", "cascade", "most_accurate_within_cost"),
-    "text utility, most accurate": ("text", "utility", "most_accurate"),
-    "text utility, most accurate within the best member's cost": ("text", "utility", "most_accurate_within_cost"),
-    "text utility, cheapest at the best member's accuracy": ("text", "utility", "cheapest_at_best_accuracy"),
-}
-
-
-def route_all(pool: RecordedPool) -> dict[str, pd.DataFrame]:
-    """Every router of ``ROUTERS`` on every problem (cross-fitted), by name."""
-    return {name: CF.crossfit_route(method_scores(pool, method), pool.outcomes, pool.folds, rule=rule,
-                                    prefill=pool.prefill(method), kind=kind)
-            for name, (method, kind, rule) in ROUTERS.items()}
-
-
-def router_table(pool: RecordedPool, routed: Mapping[str, pd.DataFrame], *, n_boot: int = 1000,
-                 seed: int = 0) -> pd.DataFrame:
-    """One row per router and per single member, the oracle and random routing (the most
-    accurate reader router's mix): accuracy and $ per 1,000 problems (routing paid), each router
-    against the best member with paired intervals over every problem."""
-    rows = []
-    for m in M.single_members(pool.outcomes, split=None).itertuples():
-        rows.append({"router": f"always {m.member}", "accuracy": m.accuracy, "$ per 1,000 problems": m.cost * 1000})
-    orc = M.oracle(pool.outcomes, None)
-    rows.append({"router": "oracle (cheapest correct member)", "accuracy": float(orc["correct"].mean()),
-                 "$ per 1,000 problems": float(orc["cost"].mean()) * 1000})
-    mix = routed["reader utility, most accurate"]["member"].value_counts(normalize=True).to_dict()
-    rnd = M.random_routing(pool.outcomes, mix, seed=seed, split=None)
-    rows.append({"router": "random (the most accurate reader router's mix)", "accuracy": float(rnd["correct"].mean()),
-                 "$ per 1,000 problems": float(rnd["cost"].mean()) * 1000})
-    for name, r in routed.items():
-        v = versus_best(pool, r, n_boot=n_boot, seed=seed)
-        rows.append({"router": name, "accuracy": v["accuracy"], "$ per 1,000 problems": v["$ per 1,000 (routing paid)"],
-                     "accuracy minus best": v["accuracy_diff"], "low": v["accuracy_diff_low"],
-                     "high": v["accuracy_diff_high"], "cost saved": v["cost_reduction"],
-                     "saved low": v["cost_reduction_low"], "saved high": v["cost_reduction_high"], "n": v["n"]})
-    return pd.DataFrame(rows)
-
-
-def room(pool: RecordedPool) -> dict:
-    """Where routing could gain on this price table: the best member, whether it is also the
-    cheapest, and the oracle's accuracy and cost."""
-    singles = M.single_members(pool.outcomes, split=None)
-    best = best_member(pool)
-    orc = M.oracle(pool.outcomes, None)
-    return {"best member": best["member"], "best accuracy": float(best["accuracy"]),
-            "best $ per 1,000": float(best["cost"]) * 1000,
-            "best is cheapest": bool(best["member"] == singles.sort_values("cost").iloc[0]["member"]),
-            "oracle accuracy": float(orc["correct"].mean()), "oracle $ per 1,000": float(orc["cost"].mean()) * 1000}
-
-
-def auroc_interval(pool: RecordedPool, member: str, score: str = "reader", *, n_boot: int = 1000,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """One member's AUROC over every problem with a bootstrap interval; ``score`` as in
-    ``outcome_and_score``."""
-    return bootstrap_ci(auroc, *outcome_and_score(pool, member, score), n_boot=n_boot, seed=seed)
+                        pre[["problem_id", "prefill_cost"]].reset_index(drop=True), folds_table,
+                        chain_ends(members, ids), fit_seconds=time.perf_counter() - t0)
 
 
 def keep_router(pool: RecordedPool, params: Mapping[str, Any], lam: float):
