@@ -185,7 +185,7 @@ def test_a_failing_rerun_keeps_the_good_page_and_its_verdicts(tmp_path, monkeypa
 
 def _claim() -> dict:
     return dict(claim_id="c01-test", chapter="01", claim="a claim", paper="p", quantity="q", estimate=0.1, low=0.05,
-                high=0.2, n=30)
+                high=0.2, n=30, selection="none")
 
 
 def test_verdicts_of_a_failed_run_are_put_back(tmp_path, monkeypatch):
