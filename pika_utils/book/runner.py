@@ -496,7 +496,8 @@ def write_findings(root: Path, profile_name: str, chapters: Sequence[str] | None
     counts = table["verdict"].value_counts()
     names = {p.stem[:2]: p.stem for p in (Path(root) / "book" / "chapters").glob("*.ipynb")}
     lines = [f"Of **{len(table)} claims** this **{profile_name}** run tested, **{counts.get('reproduced', 0)} were "
-             f"reproduced**, **{counts.get('not reproduced', 0)} were not** and **{counts.get('undecided', 0)} stay "
+             f"reproduced**, **{counts.get('real but small', 0)} real but smaller than the effect that matters**, "
+             f"**{counts.get('not reproduced', 0)} were not** and **{counts.get('undecided', 0)} stay "
              f"undecided** at this scale" + (f" ({len(dropped)} more could not be tested, each with its reason)"
                                              if len(dropped) else "") + ". Headline results (95% intervals):", ""]
     by_id = table.set_index("claim_id") if "claim_id" in table else table.set_index("claim")
