@@ -24,8 +24,8 @@ from .resources import GIB, available_memory, free_disk
 #: it started), as measured by the runner (``metadata.pika.peak_rss_gb`` of each executed page).
 #: Where a book of the profile was already built here, its own recorded peaks are used instead.
 MEASURED_PEAK_GB: dict[str, float] = {
-    "smoke": 1.5,     # 2026-12-07, AMD EPYC, 2 cores
-    "workshop": 6.0,  # 2026-12-07, AMD EPYC, 2 cores: the target of issue 32; the run records its own
+    "smoke": 0.8,     # 2026-12-07, AMD EPYC, 2 cores: largest chapter 0.79 GB
+    "workshop": 5.5,  # 2026-12-07, AMD EPYC (native bfloat16), 2 cores: chapter 2 5.39 GB, chapter 9 5.10 GB
 }
 #: Disk kept free beyond what the run is expected to write (logs, the rendered book, temp files).
 DISK_HEADROOM_GB = 1.0
