@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pika_utils.book import environment, front_page
 from pika_utils.book import runner as book
 from pika_utils.core import store
 
@@ -112,7 +113,7 @@ def test_smoke_book_end_to_end(smoke_book):
     assert rollouts_nb["metadata"]["papermill"]["parameters"]["k"] == 4
     # the environment: the lock's sha256 and the full pip freeze in every chapter's metadata,
     # shown once on the Environment page
-    lock_sha = store.file_sha256(book.REPO_ROOT / book.LOCK_FILE)
+    lock_sha = store.file_sha256(book.REPO_ROOT / environment.LOCK_FILE)
     env = rollouts_nb["metadata"]["pika"]["environment"]
     assert env["lock_sha256"] == lock_sha
     assert any(line.startswith("torch==") for line in env["pip_freeze"]) and len(env["pip_freeze"]) > 100
@@ -138,8 +139,8 @@ def test_smoke_book_chapters_9_and_10_say_what_they_found(smoke_book):
 
 def test_environment_page_without_executed_chapters(tmp_path):
     book.stage_book(tmp_path)
-    page = book.write_environment_page(tmp_path).read_text()
-    assert store.file_sha256(book.REPO_ROOT / book.LOCK_FILE) in page
+    page = environment.write_environment_page(tmp_path).read_text()
+    assert store.file_sha256(book.REPO_ROOT / environment.LOCK_FILE) in page
     assert "none executed" in page and "pip freeze" in page
 
 
@@ -200,7 +201,7 @@ def test_the_first_page_says_what_this_run_found(tmp_path, monkeypatch):
                                             selection="cross-fitted"))
     verdicts.record("smoke", verdicts.Claim("c6-other", "06", "Another", "p", "q", 0.0, -0.3, 0.3, n=40, selection="none"))
     verdicts.record("smoke", verdicts.Claim("c3-old", "03", "From an earlier run", "p", "q", 0.5, 0.4, 0.6, n=9, selection="none"))
-    text = book.write_findings(tmp_path, "smoke", chapters=["06_utility_router"]).read_text()
+    text = front_page.write_findings(tmp_path, "smoke", chapters=["06_utility_router"]).read_text()
     assert "Of **2 claims**" in text and "**1 were reproduced**" in text and "**1 stay undecided**" in text
     assert "- **reproduced**: Routing beats the best member. accuracy minus the best's: 0.050 [0.010, 0.090], n = 500" in text
     assert "{doc}`chapter 6 <chapters/06_utility_router>`" in text and "earlier run" not in text

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pika_utils.book import plan as plan_mod
-from pika_utils.book import preflight, resources
+from pika_utils.book import front_page, preflight, resources
 from pika_utils.book import runner as book
 from pika_utils.core import store
 from pika_utils.models.cache import BUILD_VERSION
@@ -207,7 +207,7 @@ def test_a_partial_run_updates_only_its_rows(tmp_path):
     book.stage_book(tmp_path)
     _fake_page(tmp_path, "01_rollouts", wall=100, peak=2.0, executed="2026-12-01T10:00:00Z")
     _fake_page(tmp_path, "02_activations", wall=50, peak=3.0, executed="2026-12-07T10:00:00Z")
-    text = book.write_run_summary(tmp_path, "smoke", {"02_activations": 50.0}, 50.0).read_text()
+    text = front_page.write_run_summary(tmp_path, "smoke", {"02_activations": 50.0}, 50.0).read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| 0")}
     assert set(rows) == {"01_rollouts", "02_activations"}
     assert "2026-12-01T10:00:00Z |" in rows["01_rollouts"] and "(this run)" not in rows["01_rollouts"]

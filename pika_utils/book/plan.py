@@ -228,13 +228,14 @@ def make_plan(profile: str | Path | Mapping[str, Any], overrides: Mapping[str, A
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
-    params = absolute_paths(params)  # as the runner reads them: against the directory it runs in
     plan = Plan(profile=str(params.get("profile", profile if not isinstance(profile, Mapping) else "?")))
     try:
         split_parameters(params, {n: REPO_ROOT / "notebooks" / f"{n}.ipynb" for n in toc_chapters()})
     except (ValueError, FileNotFoundError) as e:
         plan.errors.append(str(e))
     _check_values(params, plan.errors)
+    if not plan.errors:
+        params = absolute_paths(params)  # as the runner reads them: against the directory it runs in
     shapes = _check_models(params, plan.errors)
     plan.datasets = check_sources(params.get("problem_sources"), plan.errors, plan.warnings)
     from ..generation.pipeline import vllm_engine_args

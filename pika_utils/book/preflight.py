@@ -202,7 +202,7 @@ def profile_peak_gb(profile: str, root: Path | None = None) -> float | None:
     """The profile's peak resident memory: the largest recorded by an earlier build of its book
     here (``root``), else the measured figure of ``MEASURED_PEAK_GB``; None when unknown."""
     if root is not None:
-        from .runner import chapter_records
+        from .front_page import chapter_records
 
         peaks = [r["peak_rss_gb"] for r in chapter_records(root) if r.get("peak_rss_gb") and r.get("profile") == profile]
         if peaks:

@@ -5,11 +5,8 @@ The chapter list is read from ``_toc.yml`` (each ``book/chapters/NAME`` entry is
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -17,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
 import yaml
 
 from ..core import store
-from ..core.cpu import cpu_name
+from .environment import environment_record, write_environment_page
+from .front_page import FINDINGS_PAGE, write_findings, write_run_summary
 from .params import check_params, unknown_keys_error
 from .resources import PeakMemory
 
@@ -29,10 +26,6 @@ REPO_ROOT = store.REPO_ROOT
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 #: Files that make up the book's source besides the executed notebooks.
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "references.bib")
-#: The lock `make install` installs from; its sha256 is recorded with every executed chapter.
-LOCK_FILE = "requirements.lock"
-#: The generated page (gitignored) that shows the environment the chapters ran in.
-ENVIRONMENT_PAGE = "book/environment.md"
 
 
 def _kernel_config():
@@ -186,8 +179,8 @@ def execute_chapters(
 
     params = dict(profile) if isinstance(profile, Mapping) else load_profile(profile)
     params.update(overrides or {})
-    params = absolute_paths(params)  # the chapters run in the checkout; the user's paths are theirs
     check_params(params)  # every value its declared type and range, first: it needs no notebook
+    params = absolute_paths(params)  # the chapters run in the checkout; the user's paths are theirs
     every = toc_chapters(root)
     names = list(chapters or every)
     unknown = sorted(set(names) - set(every))
@@ -325,77 +318,6 @@ def tidy_executed(nb_path: Path, share: Mapping[str, Any], profile: str | None) 
         cells.insert(last + 1, {"cell_type": "markdown", "id": "pika-parameters-note",
                                 "metadata": {"pika": "parameters-note"}, "source": note})
     store.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
-def _canonical_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def environment_record(lock: Path | None = None) -> dict[str, Any]:
-    """The environment this process runs in: the sha256 of the lock, the full ``pip freeze``
-    (read with importlib.metadata) and every package whose installed version is not the lock's."""
-    lock = Path(lock or REPO_ROOT / LOCK_FILE)
-    installed: dict[str, tuple[str, str]] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            installed.setdefault(_canonical_name(name), (name, dist.version))
-    freeze = sorted((f"{n}=={v}" for n, v in installed.values()), key=str.lower)
-    differs = None
-    if lock.exists():
-        pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", lock.read_text(), re.M)
-        differs = [f"{n}: lock {v}, installed {installed.get(_canonical_name(n), (n, None))[1]}"
-                   for n, v in pins if installed.get(_canonical_name(n), (n, None))[1] != v]
-    return {
-        "lock": LOCK_FILE, "lock_sha256": store.file_sha256(lock) if lock.exists() else None,
-        "matches_lock": differs == [], "differs_from_lock": differs,
-        "python": platform.python_version(), "platform": platform.platform(), "pip_freeze": freeze,
-    }
-
-
-def write_environment_page(root: Path = REPO_ROOT) -> Path:
-    """Write ``book/environment.md`` from the environments recorded in the executed chapters (or,
-    where none is, this process's): the lock's sha256, whether it was matched, the pip freeze."""
-    root = Path(root)
-    groups: dict[str, tuple[dict, list[str]]] = {}
-    for name in toc_chapters(root):
-        nb = root / "book" / "chapters" / f"{name}.ipynb"
-        env = json.loads(nb.read_text()).get("metadata", {}).get("pika", {}).get("environment") if nb.exists() else None
-        if env:
-            key = store.stable_hash({k: env.get(k) for k in ("lock_sha256", "pip_freeze", "python", "platform")})
-            groups.setdefault(key, (env, []))[1].append(name)
-    if not groups:
-        groups["now"] = (environment_record(), [])
-    lines = [
-        "# Environment", "",
-        "The chapters ran in the environment below. To rebuild it, check out the same commit of the",
-        f"repository and run `make install`: it installs `{LOCK_FILE}`, which pins every package with the",
-        "sha256 of its files, so the install takes those files or fails. Compare the lock you have with the",
-        f"one that ran: `sha256sum {LOCK_FILE}`. The pip freeze below lists what was installed.", "",
-    ]
-    for i, (env, chapters) in enumerate(groups.values(), 1):
-        if len(groups) > 1:
-            lines += [f"## Environment {i}", ""]
-        if env["matches_lock"]:
-            match = f"yes: every package of `{LOCK_FILE}` at its locked version"
-        elif env["differs_from_lock"] is None:
-            match = f"unknown: there was no `{LOCK_FILE}`"
-        else:
-            match = f"no: {len(env['differs_from_lock'])} package(s) differ from the lock (listed below)"
-        lines += [
-            "| | |", "|---|---|",
-            f"| chapters | {', '.join(chapters) if chapters else 'none executed; the environment that rendered the book'} |",
-            f"| lock | `{env['lock']}` |",
-            f"| lock sha256 | `{env['lock_sha256']}` |",
-            f"| installed as locked | {match} |",
-            f"| Python | {env['python']} |",
-            f"| platform | {env['platform']} |", "",
-        ]
-        if env["differs_from_lock"]:
-            lines += ["Installed versions that differ from the lock:", "", "```text",
-                      *env["differs_from_lock"], "```", ""]
-        lines += [f"pip freeze ({len(env['pip_freeze'])} packages):", "", "```text", *env["pip_freeze"], "```", ""]
-    return store.atomic_write_bytes(root / ENVIRONMENT_PAGE, "\n".join(lines).encode())
-
-
 def stage_book(root: Path) -> Path:
     """Copy the book's hand-written sources into ``root`` (for a build outside the repository)."""
     root = Path(root)
@@ -426,89 +348,6 @@ def build_book(root: Path = REPO_ROOT) -> Path:
     if proc.returncode != 0 or not index.exists():
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return index
-
-
-def chapter_records(root: Path) -> list[dict[str, Any]]:
-    """What each executed page of the book at ``root`` says about its own run (its metadata): the
-    chapter, the profile, when it ran, its wall time and peak memory, in the order of ``_toc.yml``."""
-    rows = []
-    for name in toc_chapters(root if (Path(root) / "_toc.yml").exists() else REPO_ROOT):
-        nb = Path(root) / "book" / "chapters" / f"{name}.ipynb"
-        if not nb.exists():
-            continue
-        meta = json.loads(nb.read_text()).get("metadata", {}).get("pika", {})
-        rows.append({"chapter": name, "profile": (meta.get("parameters") or {}).get("profile"),
-                     "executed": meta.get("executed"), "wall_s": meta.get("wall_s"),
-                     "peak_rss_gb": meta.get("peak_rss_gb")})
-    return rows
-
-
-def write_run_summary(root: Path, profile: str | Path | Mapping[str, Any], timings: Mapping[str, float],
-                      total_s: float) -> Path:
-    """The first page's account of the book's runs (``book/run_summary.md``, included by the
-    intro): one row per executed page, read from the page's own metadata, so a partial run
-    (``--chapters``) updates its chapters' rows and keeps the others' with the date they ran."""
-    name = profile.get("profile", "custom") if isinstance(profile, Mapping) else str(profile)
-    records = chapter_records(root) or [{"chapter": n, "profile": name, "executed": store.now_iso(), "wall_s": s,
-                                         "peak_rss_gb": None} for n, s in timings.items()]
-    def cell(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
-    rows = "\n".join(f"| {r['chapter']} | {r['executed'] or '-'}{' (this run)' if r['chapter'] in timings else ''} | "
-                     f"{cell(r['wall_s'], '.0f')} | {cell(r['peak_rss_gb'], '.1f')} |" for r in records)
-    walls = [r["wall_s"] for r in records if r["wall_s"] is not None]
-    peaks = [r["peak_rss_gb"] for r in records if r["peak_rss_gb"] is not None]
-    partial = set(timings) != {r["chapter"] for r in records}
-    text = (f"This book was built with the **{name}** profile on this machine ({os.cpu_count()} cores, "
-            f"{cpu_name()}): its chapters ran in **{sum(walls) / 60:.1f} minutes** of "
-            f"wall time" + (f", the largest at **{max(peaks):.1f} GB** of resident memory" if peaks else "")
-            + (f". The last run executed {len(timings)} of them in {total_s / 60:.1f} minutes; the other rows are "
-               "from earlier runs" if partial else "") + ".\n\n"
-            f"| chapter | executed | wall time (s) | peak memory (GB) |\n|---|---|---|---|\n{rows}\n")
-    path = Path(root) / "book" / "run_summary.md"
-    store.atomic_write_bytes(path, text.encode())
-    return path
-
-
-#: The claims the first page shows first when this run recorded them (the book's main questions:
-#: probes against the words, human difficulty, routing models you cannot run, reasoning and
-#: predictability, anticipating backtracking).
-HEADLINES = ("c3-all-maj_correct-vs-tfidf", "c4-human-decodable", "c6-recorded-beats-best", "c7-recorded-reader",
-             "c8-lag8-beats-token")
-FINDINGS_PAGE = Path("book") / "findings.md"
-
-
-def write_findings(root: Path, profile_name: str, chapters: Sequence[str] | None = None) -> Path:
-    """The first page's findings, read from the saved verdicts (of ``chapters``, those whose
-    executed pages the book holds, e.g. '06_utility_router'): how many claims were reproduced, not reproduced or
-    left undecided, and the headline results with their intervals, each linked to its chapter
-    (``book/findings.md``, included by the intro)."""
-    from . import verdicts
-
-    table, dropped = verdicts.table(profile_name), verdicts.dropped(profile_name)
-    if chapters is not None:
-        ran = {str(c)[:2] for c in chapters}
-        table = table[table["chapter"].astype(str).isin(ran)]
-        dropped = dropped[dropped["chapter"].astype(str).isin(ran)]
-    path = Path(root) / FINDINGS_PAGE
-    if table.empty:
-        return store.atomic_write_bytes(path, b"This run recorded no verdict (see the verdicts chapter).\n")
-    counts = table["verdict"].value_counts()
-    names = {p.stem[:2]: p.stem for p in (Path(root) / "book" / "chapters").glob("*.ipynb")}
-    lines = [f"Of **{len(table)} claims** this **{profile_name}** run tested, **{counts.get('reproduced', 0)} were "
-             f"reproduced**, **{counts.get('real but small', 0)} real but smaller than the effect that matters**, "
-             f"**{counts.get('not reproduced', 0)} were not** and **{counts.get('undecided', 0)} stay "
-             f"undecided** at this scale" + (f" ({len(dropped)} more could not be tested, each with its reason)"
-                                             if len(dropped) else "") + ". Headline results (95% intervals):", ""]
-    by_id = table.set_index("claim_id") if "claim_id" in table else table.set_index("claim")
-    for cid in [c for c in HEADLINES if c in by_id.index]:
-        r = by_id.loc[cid]
-        ch = str(r["chapter"])
-        link = f"{{doc}}`chapter {int(ch)} <chapters/{names[ch]}>`" if ch in names else f"chapter {int(ch)}"
-        n = "" if pd.isna(r["n"]) else f", n = {int(r['n'])}"
-        lines.append(f"- **{r['verdict']}**: {r['claim']}. {r['quantity']}: {r['estimate']:.3f} "
-                     f"[{r['low']:.3f}, {r['high']:.3f}]{n} ({link}).")
-    return store.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 #: Each profile's book (executed chapters and HTML) lives apart, so a smoke run does not replace
