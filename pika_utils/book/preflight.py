@@ -11,14 +11,13 @@ missing and the command that fixes it; all of them are reported at once.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .resources import GIB, available_memory, free_disk
+from .resources import GIB, available_memory, existing_parent, free_disk
 
 #: Peak resident memory of a whole profile's run (the largest chapter: its kernel and the workers
 #: it started), as measured by the runner (``metadata.pika.peak_rss_gb`` of each executed page).
@@ -151,9 +150,9 @@ def check_model(name: str, source: str) -> tuple[Finding | None, float]:
             if cached is not None and is_complete(cached):
                 return None, 0.0
             if off.startswith("pypi:"):
-                pkg = off.removeprefix("pypi:")
-                dists = [f"{pkg}-part{i}" for i in range(1, spec.gguf_parts + 1)] if spec.gguf_parts else [pkg]
-                missing = [d for d in dists if not _installed(d)]
+                from ..models.gguf import package_names
+
+                missing = [d for d in package_names(spec) if not _installed(d)]
                 if missing:
                     return Finding("models", f"{name}: its offline copy needs the PyPI package(s) {', '.join(missing)}, "
                                              "which are not installed",
@@ -226,16 +225,18 @@ def check_memory(profile: str, root: Path | None = None) -> Finding | None:
 def check_disk(need_bytes: float) -> list[Finding]:
     from ..core.store import cache_dir, data_dir
 
-    out = []
+    out, seen = [], set()
     need = need_bytes / GIB + DISK_HEADROOM_GB
     for what, path in (("model cache", cache_dir()), ("data folder", data_dir())):
+        device = existing_parent(path).stat().st_dev
+        if device in seen:
+            continue  # one file system: said once
+        seen.add(device)
         free = free_disk(path) / GIB
         if free < need:
             out.append(Finding("disk", f"the {what} {path} has {free:.1f} GB free; this run needs about {need:.1f} GB "
                                        "(models it converts on first use, activations, headroom)",
                                fix="free some space, or point PIKA_CACHE_DIR / PIKA_DATA_DIR at a larger disk"))
-        if os.path.realpath(cache_dir()).split(os.sep)[:3] == os.path.realpath(data_dir()).split(os.sep)[:3]:
-            break  # most likely one file system: said once
     return out
 
 

@@ -80,9 +80,14 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def free_disk(path: Path) -> int:
-    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+def existing_parent(path: Path) -> Path:
+    """``path`` itself, or its nearest parent that exists (a folder not yet made lives there)."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return int(shutil.disk_usage(path).free)
+    return path
+
+
+def free_disk(path: Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    return int(shutil.disk_usage(existing_parent(path)).free)

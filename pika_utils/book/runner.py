@@ -257,15 +257,7 @@ def _chapter_verdicts(params: Mapping[str, Any], chapter: str) -> dict[Path, byt
     failed re-run can put them back beside the page it keeps."""
     from . import verdicts
 
-    folder = verdicts._folder(str(params.get("profile", "custom")))
-    out = {}
-    for f in [*folder.glob("*.json"), *(folder / "dropped").glob("*.json")]:
-        try:
-            if str(store.read_json(f).get("chapter")) == chapter[:2]:
-                out[f] = f.read_bytes()
-        except (OSError, ValueError):
-            continue
-    return out
+    return {f: f.read_bytes() for f in verdicts.chapter_files(str(params.get("profile", "custom")), chapter[:2])}
 
 
 def _restore_verdicts(params: Mapping[str, Any], chapter: str, kept: Mapping[Path, bytes]) -> None:

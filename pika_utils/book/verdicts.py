@@ -314,13 +314,18 @@ def _check(claim: Claim, baseline_scores, no_baseline: str | None) -> str:
     return "; ".join(f"{name}: {len(np.asarray(s))} scores, not constant" for name, s in named.items())
 
 
+def chapter_files(profile: str, chapter: str) -> list[Path]:
+    """The files of every claim (and dropped claim) ``chapter`` ("06") recorded for ``profile``."""
+    folder = _folder(profile)
+    return [f for f in [*folder.glob("*.json"), *(folder / "dropped").glob("*.json")]
+            if str(store.read_json(f).get("chapter")) == chapter]
+
+
 def start_chapter(profile: str, chapter: str) -> None:
     """Forget what ``chapter`` recorded in an earlier run (claims and dropped ones alike), so a
     claim it no longer makes, or now drops, does not linger in the verdict table."""
-    folder = _folder(profile)
-    for f in [*folder.glob("*.json"), *(folder / "dropped").glob("*.json")]:
-        if store.read_json(f).get("chapter") == chapter:
-            f.unlink()
+    for f in chapter_files(profile, chapter):
+        f.unlink()
 
 
 def record(profile: str, claim: Claim, baseline_scores: Sequence[float] | np.ndarray | Mapping[str, Any] | None = None,

@@ -32,6 +32,12 @@ def _package_dir(dist: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def package_names(spec) -> list[str]:
+    """The PyPI distributions that ship a 'pypi:' ``models.ModelSpec``'s GGUF file, in order."""
+    pkg = spec.offline.removeprefix("pypi:")
+    return [f"{pkg}-part{i}" for i in range(1, spec.gguf_parts + 1)] if spec.gguf_parts else [pkg]
+
+
 def gguf_sources(spec) -> tuple[list[Path], str]:
     """The GGUF file (or its ordered parts) of a 'pypi:' ``models.ModelSpec``, and a 'package==version' label."""
     pkg = spec.offline.removeprefix("pypi:")
@@ -40,7 +46,7 @@ def gguf_sources(spec) -> tuple[list[Path], str]:
         if len(files) != 1:
             raise FileNotFoundError(f"expected one .gguf file in {_package_dir(pkg)}, found {files}")
         return files, f"{pkg}=={importlib.metadata.version(pkg)}"
-    dists = [f"{pkg}-part{i}" for i in range(1, spec.gguf_parts + 1)]
+    dists = package_names(spec)
     files, vers = [], set()
     for dist in dists:
         try:

@@ -212,8 +212,7 @@ def compute_dtype(name: str, device: str | None = None) -> str:
         if forced not in ("float32", "bfloat16"):
             raise ValueError(f"PIKA_CPU_DTYPE={forced!r}: choose float32 or bfloat16")
         return forced
-    size = resolve_spec(name).params_b
-    return "bfloat16" if size == size and size >= BF16_MIN_PARAMS_B and native_bf16() else "float32"
+    return "bfloat16" if stored_dtype(resolve_spec(name)) == "bfloat16" and native_bf16() else "float32"
 
 
 def load_model(name: str, *, source: str = "auto", device: str | None = None,
