@@ -1,10 +1,12 @@
 """Recorded members: models known only by files of their graded outcomes, read instead of run.
 
-The project ships five 7B-32B models' graded answers on all 500 MATH-500 problems (Apache-2.0,
-changed as ``data/recorded_math500/NOTICE.md`` says), including real long reasoning chains. Every
-read checks the file's sha256 against ``SHA256SUMS.json``; a damaged or missing file is an error
-naming it. A user's own outcomes file (JSONL, JSON, CSV, Parquet; e.g. logged from models called
-through an API) is read by ``read_outcomes_file`` with the bad-input rules of ``files``."""
+The project ships five 7B-32B models' graded answers on all 500 MATH-500 problems, and three of
+them on the 675 open-answer problems of OlympiadBench (a second, harder benchmark), each under
+``data/recorded_<benchmark>/`` (Apache-2.0, changed as its ``NOTICE.md`` says), including real long
+reasoning chains. Every read checks the file's sha256 against the folder's ``SHA256SUMS.json``; a
+damaged or missing file is an error naming it. A user's own outcomes file (JSONL, JSON, CSV,
+Parquet; e.g. logged from models called through an API) is read by ``outcomes.read_outcomes_file``
+with the bad-input rules of ``files``."""
 from __future__ import annotations
 
 import gzip
@@ -18,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ..core.store import file_sha256
-from .files import InputError, _rows, near_misses, read_table
+from .files import InputError
+from .outcomes import OUTCOME_KEYS, OUTCOME_OPTIONAL, read_outcomes_file  # noqa: F401 - re-exported
 from .sources import MATH500_HUB as HUB, _norm_question, math500_hub
 from .table import rank_sample, validate_problems
 
-RECORDED_DIR = Path(__file__).with_name("data") / "recorded_math500"
+DATA_DIR = Path(__file__).with_name("data")
 SOURCE = "math500"
 #: The shipped members: the model behind each file, how it answered, and its size (billions of
 #: parameters) for the price tier. Sizes are the public model cards'.
@@ -35,18 +38,42 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "sky-t1-32b-short": {"model": "Qwen2.5-32B-Instruct + SFT (Sky-T1, short reasoning)", "mode": "short reasoning",
                          "size_b": 32.8},
 }
-#: Columns of a user's outcomes file: one of the problem keys, the grade, and what it cost.
-OUTCOME_KEYS = ("problem_id", "question")
-OUTCOME_OPTIONAL = ("response", "output_tokens", "input_tokens")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark whose recorded outcomes ship with the package: its problems and, for some of
+    the ``SHIPPED`` members, one graded response per problem."""
+
+    key: str  # the problem source's name and the problem ids' prefix
+    title: str
+    folder: Path
+    members: tuple[str, ...]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "math500": Benchmark("math500", "MATH-500", DATA_DIR / "recorded_math500", tuple(SHIPPED)),
+    "olympiadbench": Benchmark("olympiadbench", "OlympiadBench", DATA_DIR / "recorded_olympiadbench",
+                               ("qwen2.5-14b-instruct", "gemma-2-27b-it", "sky-t1-32b-short")),
+}
+RECORDED_DIR = BENCHMARKS["math500"].folder
+
+
+def benchmark(key: str) -> Benchmark:
+    """A shipped benchmark by name; an error naming the known ones."""
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown recorded benchmark {key!r}; shipped: {sorted(BENCHMARKS)}")
+    return BENCHMARKS[key]
 
 
 class RecordedDataError(RuntimeError):
     """A shipped recorded file is missing or does not match its recorded checksum."""
 
 
-def problem_id(idx: int) -> str:
-    """MATH-500's problems by their index in the benchmark's order (0-499)."""
-    return f"{SOURCE}-{int(idx):03d}"
+def problem_id(idx: int, bench: str = SOURCE) -> str:
+    """A shipped benchmark's problems by their index in its order (``math500-007``,
+    ``olympiadbench-123``)."""
+    return f"{bench}-{int(idx):03d}"
 
 
 def shipped_file(name: str, folder: Path = RECORDED_DIR) -> Path:
@@ -55,7 +82,7 @@ def shipped_file(name: str, folder: Path = RECORDED_DIR) -> Path:
     path = folder / name
     if not sums_path.is_file() or not path.is_file():
         missing = sums_path if not sums_path.is_file() else path
-        raise RecordedDataError(f"{missing} is missing: the recorded MATH-500 outcomes ship with pika_utils; "
+        raise RecordedDataError(f"{missing} is missing: the recorded outcomes ({folder.name}) ship with pika_utils; "
                                 "reinstall the package (pip install -e .) or restore the file from git")
     sums = json.loads(sums_path.read_text(encoding="utf-8"))
     if name not in sums:
@@ -73,10 +100,12 @@ def _read_jsonl_gz(path: Path) -> pd.DataFrame:
         return pd.read_json(io.BytesIO(f.read()), lines=True, dtype=False)
 
 
-def recorded_problems(folder: Path = RECORDED_DIR) -> pd.DataFrame:
-    """The 500 MATH-500 problems exactly as the recorded members saw them."""
+def recorded_problems(bench: str = SOURCE) -> pd.DataFrame:
+    """A shipped benchmark's problems exactly as the recorded members saw them (MATH-500's 500 by
+    default), with their ``problem_id``."""
+    folder = benchmark(bench).folder
     raw = _read_jsonl_gz(shipped_file("problems.jsonl.gz", folder))
-    ids = [problem_id(i) for i in raw["idx"]]
+    ids = [problem_id(i, bench) for i in raw["idx"]]
     if "problem_id" in raw.columns and raw["problem_id"].astype(str).tolist() != ids:  # the file's own ids
         raise RecordedDataError(f"{folder / 'problems.jsonl.gz'}: its problem_id column disagrees with its idx column")
     return raw.assign(problem_id=ids)
@@ -109,6 +138,53 @@ def load_math500(limit: int | None = None, seed: int = 0, hub: bool = True) -> p
     return out
 
 
+OLYMPIADBENCH_HUB = ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP")
+
+
+def _olympiadbench_hub(rec: pd.DataFrame) -> tuple[list[str] | None, str]:
+    """The questions from the hub (``OLYMPIADBENCH_HUB``), matched to the recorded problems by
+    ``olympiadbench_id``; or None and why not (the caller uses the packaged copy and says so)."""
+    from .hub_sources import _offline_libraries, datasets_or_fail
+
+    repo, config = OLYMPIADBENCH_HUB
+    try:
+        datasets, offline, _ = datasets_or_fail(repo, "Offline: the copy packaged with pika_utils.")
+        with _offline_libraries(offline):
+            hub = datasets.load_dataset(repo, config, split="train").to_pandas()
+    except Exception as e:  # noqa: BLE001 - any hub failure falls back to the packaged copy, and says so
+        return None, f"{type(e).__name__}: {str(e).split('. ')[0][:160]}"
+    by_id = dict(zip(hub["id"].astype(int), hub["question"].astype(str)))
+    missing = [int(i) for i in rec["olympiadbench_id"] if int(i) not in by_id]
+    if missing:
+        return None, f"the hub's {repo} ({config}) lacks {len(missing)} of the recorded ids, e.g. {missing[:3]}"
+    qs = [by_id[int(i)] for i in rec["olympiadbench_id"]]
+    if [_norm_question(q) for q in qs] != [_norm_question(q) for q in rec["question"]]:
+        return None, f"the hub's {repo} ({config}) words some questions differently from the recorded ones"
+    return qs, f"hub:{repo}/{config}"
+
+
+def load_olympiadbench(limit: int | None = None, seed: int = 0, hub: bool = True) -> pd.DataFrame:
+    """The 675 open-answer, text-only, English maths problems of OlympiadBench that three recorded
+    members answered (no human level: difficulty_kind 'none'): matched on the hub by
+    ``olympiadbench_id`` when it answers and agrees, else the packaged copy; ``attrs['record']``
+    says which was used and why."""
+    rec = recorded_problems("olympiadbench")
+    where = "packaged:recorded_olympiadbench"
+    if hub:
+        qs, why = _olympiadbench_hub(rec)
+        where = why if qs is not None else f"{where} (hub not used: {why})"
+    df = pd.DataFrame({
+        "problem_id": rec["problem_id"], "source": "olympiadbench", "question": rec["question"],
+        "answer": rec["answer"].astype(str), "difficulty": np.nan, "difficulty_kind": "none", "split": "",
+        "meta": [json.dumps({"idx": int(i), "olympiadbench_id": int(o), "subfield": sf, "answer_type": at,
+                             "question_source": where.split(" (")[0]})
+                 for i, o, sf, at in zip(rec["idx"], rec["olympiadbench_id"], rec["subfield"], rec["answer_type"])],
+    })
+    out = validate_problems(rank_sample(df, limit, seed))
+    out.attrs["record"] = {"question_source": where}
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Members: the shipped five, or a user's file of graded outcomes
 
@@ -127,112 +203,34 @@ class RecordedMember:
     source: str = ""
 
 
-def shipped_member(name: str) -> RecordedMember:
-    """One of the five shipped members, its rows aligned with ``recorded_problems``."""
+def shipped_member(name: str, bench: str = SOURCE) -> RecordedMember:
+    """One of the shipped members on one benchmark, its rows aligned with ``recorded_problems``."""
+    b = benchmark(bench)
     if name not in SHIPPED:
         raise ValueError(f"unknown recorded member {name!r}; shipped: {sorted(SHIPPED)}; a member of your own "
                          "is a mapping {name, file, size_b or price}")
-    raw = _read_jsonl_gz(shipped_file(f"{name}.jsonl.gz"))
-    out = pd.DataFrame({"problem_id": [problem_id(i) for i in raw["idx"]], "correct": raw["correct"].astype(int),
+    if name not in b.members:
+        raise InputError(f"recorded member {name!r} has no recorded outcomes on {b.title}; the members shipped "
+                         f"there are {list(b.members)}")
+    raw = _read_jsonl_gz(shipped_file(f"{name}.jsonl.gz", b.folder))
+    out = pd.DataFrame({"problem_id": [problem_id(i, bench) for i in raw["idx"]], "correct": raw["correct"].astype(int),
                         "response": raw["response"].astype(str), "pred": raw["pred"].astype(str)})
-    return RecordedMember(name, out, source=f"packaged:recorded_math500/{name}.jsonl.gz", **SHIPPED[name])
+    return RecordedMember(name, out, source=f"packaged:{b.folder.name}/{name}.jsonl.gz", **SHIPPED[name])
 
 
-_GRADES = {"true": 1, "false": 0, "1": 1, "0": 0}
-
-
-def _grade(v) -> int | None:
-    """A grade as 0/1: a boolean, the number 0 or 1, or that as text (a CSV cell); else None."""
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    if isinstance(v, (int, np.integer, float, np.floating)) and v in (0, 1):
-        return int(v)
-    return _GRADES.get(v.strip().lower()) if isinstance(v, str) else None
-
-
-def read_outcomes_file(path: str | Path, problems: pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
-    """A user's graded outcomes, one row per problem: ``problem_id`` or ``question`` (matched to
-    ``problems``), ``correct`` (true/false or 0/1), and ``response`` or ``output_tokens``. Every
-    broken rule is an ``InputError`` naming the file, the column and the rows (counted from 1)."""
-    path = Path(path)
-    df = read_table(path, what=f"outcomes file of {name or path.stem}")
-    where = f"{path}"
-    keys = [k for k in OUTCOME_KEYS if k in df.columns]
-    near = near_misses(df.columns, (*OUTCOME_KEYS, "correct", *OUTCOME_OPTIONAL))
-    hint = "".join(f"; did you mean {k!r} for {c!r}?" for c, k in near.items())
-    if not keys or "correct" not in df.columns or not any(c in df.columns for c in ("response", "output_tokens")):
-        raise InputError(f"{where}: an outcomes file needs a problem key ({' or '.join(OUTCOME_KEYS)}, e.g. "
-                         f"{problem_id(7)!r}), 'correct', and 'response' or 'output_tokens'; it has columns "
-                         f"{list(df.columns)}{hint}")
-    if near:  # a column that would be ignored but looks like a known one
-        raise InputError(f"{where}: column(s) " + ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in near.items())
-                         + "; rename them, or remove them if they are something else")
-    errors: list[str] = []
-
-    def rows(mask) -> str:  # a file's rows count from 1
-        return _rows(df, np.asarray(mask, dtype=bool), None, first_row=1)
-
-    if path.suffix.lower() == ".csv":  # a CSV's cells are text: an empty cell is missing
-        df = df.replace("", None)
-    grade = df["correct"].map(_grade)
-    if grade.isna().any():
-        errors.append(f"column 'correct' must be true/false or 0/1: {rows(grade.isna())}")
-    df = df.assign(correct=grade)
-    if "output_tokens" in df.columns:
-        t = pd.to_numeric(df["output_tokens"], errors="coerce")
-        bad = df["output_tokens"].notna() & ~(t.notna() & (t >= 0) & (t == np.floor(t.fillna(0))))
-        if bad.any():
-            errors.append(f"column 'output_tokens' must be a whole number >= 0: {rows(bad)}")
-    if "input_tokens" in df.columns:
-        t = pd.to_numeric(df["input_tokens"], errors="coerce")
-        bad = df["input_tokens"].notna() & ~(t.notna() & (t >= 0) & (t == np.floor(t.fillna(0))))
-        if bad.any():
-            errors.append(f"column 'input_tokens' must be a whole number >= 0 (or empty: the question's tokens): {rows(bad)}")
-    if "response" in df.columns:
-        bad = df["response"].notna() & ~df["response"].map(lambda v: isinstance(v, str))
-        if bad.any():
-            errors.append(f"column 'response' must be text: {rows(bad)}")
-    cost_missing = pd.Series(True, index=df.index)
-    for c in ("response", "output_tokens"):
-        if c in df.columns:
-            cost_missing &= df[c].isna()
-    if cost_missing.any():
-        errors.append(f"neither 'response' nor 'output_tokens' is given (the cost is unknown): {rows(cost_missing)}")
-    key = "problem_id" if "problem_id" in df.columns else "question"
-    if key == "problem_id":
-        ids = df["problem_id"].astype(str)
-        unknown = ~ids.isin(set(problems["problem_id"]))
-    else:
-        by_q = {_norm_question(q): pid for q, pid in zip(problems["question"], problems["problem_id"])}
-        ids = df["question"].map(lambda q: by_q.get(_norm_question(q)) if isinstance(q, str) else None)
-        unknown = ids.isna()
-    if unknown.any():
-        errors.append(f"column {key!r}: {int(unknown.sum())} row(s) match no problem of the set "
-                      f"({len(problems)} problems): {rows(unknown)}")
-    dup = ids.duplicated(keep=False) & ~unknown
-    if dup.any():
-        errors.append(f"column {key!r}: the same problem appears more than once (one graded outcome per problem): "
-                      f"{rows(dup)}")
-    if errors:
-        raise InputError(f"{where}: " + "; ".join(errors))
-    out = pd.DataFrame({"problem_id": ids.to_numpy(), "correct": df["correct"].astype(int).to_numpy()})
-    for c in OUTCOME_OPTIONAL:
-        if c in df.columns:
-            out[c] = df[c].to_numpy()
-    return out
-
-
-def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> list[RecordedMember]:
-    """A profile's ``recorded_members``: shipped names, or mappings {name, file, size_b | price,
-    model, mode} naming a user's outcomes file; each checked to cover ``problems``."""
+def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame, bench: str = SOURCE,
+                    minimum: int | None = None) -> list[RecordedMember]:
+    """A profile's ``recorded_members`` on benchmark ``bench``: shipped names, or mappings {name,
+    file, size_b | price, model, mode} naming a user's outcomes file; each checked to cover
+    ``problems`` (at least ``minimum`` problems answered by every member)."""
     out = []
     # a user's file is matched against every recorded problem, then cut to the chosen ones (as the
     # shipped members are), so a complete file works with a limited problem set
-    universe = pd.concat([problems[["problem_id", "question"]], recorded_problems()[["problem_id", "question"]]])
+    universe = pd.concat([problems[["problem_id", "question"]], recorded_problems(bench)[["problem_id", "question"]]])
     universe = universe.drop_duplicates("problem_id").reset_index(drop=True)
     for item in spec:
         if isinstance(item, str):
-            out.append(shipped_member(item))
+            out.append(shipped_member(item, bench))
             continue
         if not isinstance(item, Mapping) or not {"name", "file"} <= set(item):
             raise InputError(f"recorded_members: {item!r} is neither a shipped member ({sorted(SHIPPED)}) nor a "
@@ -253,7 +251,7 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame) -> li
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise InputError(f"recorded_members: the names {names} repeat; give each member its own name")
-    common_problems(out, problems)  # refused here when too few problems are answered by every member
+    common_problems(out, problems, MIN_COMMON_PROBLEMS if minimum is None else minimum)  # refused when too few
     return out
 
 
@@ -309,3 +307,39 @@ def recorded_chains(member: str = "sky-t1-27b-long") -> pd.DataFrame:
     m = shipped_member(member)
     p = recorded_problems()[["problem_id", "question", "answer", "level", "subject"]]
     return p.merge(m.outcomes[["problem_id", "correct", "response"]], on="problem_id", validate="1:1")
+
+
+#: Column names an outcome log may use for the standard ones (what an API log often calls them).
+LOG_ALIASES = {"model": "member", "tokens": "output_tokens", "problem": "question"}
+
+
+def read_outcome_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Graded outcomes of several members in one file (JSONL, JSON, CSV, Parquet): ``member``,
+    ``problem_id`` or ``question``, ``correct``, and ``response`` or ``output_tokens`` (optionally
+    ``input_tokens``); ``model``, ``problem`` and ``tokens`` are read as member, question and
+    output_tokens. Questions are matched to the shipped benchmarks' problems where they are one of
+    them (their ids), else get an id of their own; bare problem ids must be shipped ones. Returns
+    (outcomes: member, problem_id, correct, ...; problems: problem_id, question)."""
+    from .files import read_table
+    from .outcomes import check_outcomes
+    from .table import question_id
+
+    path = Path(path)
+    df = read_table(path, what="outcome log")
+    df = df.rename(columns={a: c for a, c in LOG_ALIASES.items() if a in df.columns and c not in df.columns})
+    shipped = pd.concat([recorded_problems(b)[["problem_id", "question"]] for b in BENCHMARKS], ignore_index=True)
+    problems = shipped
+    if "question" in df.columns:  # the log's own questions: shipped ids where they are shipped problems
+        known = {_norm_question(q): pid for q, pid in zip(shipped["question"], shipped["problem_id"])}
+        qs = [q for q in dict.fromkeys(df["question"]) if isinstance(q, str) and q.strip()]
+        problems = pd.DataFrame({"problem_id": [known.get(_norm_question(q)) or question_id("log", q) for q in qs],
+                                 "question": qs}).drop_duplicates("problem_id", ignore_index=True)
+    try:
+        out = check_outcomes(df, problems, where=str(path), csv=path.suffix.lower() == ".csv", by="member")
+    except InputError as e:
+        if "question" not in df.columns and "match no problem" in str(e):
+            raise InputError(f"{e}; a log of problems that are not shipped ones must give each problem's text in a "
+                             "'question' column (ids are known only for the shipped benchmarks: "
+                             f"{', '.join(b + '-NNN' for b in BENCHMARKS)})") from None
+        raise
+    return out, problems[problems["problem_id"].isin(set(out["problem_id"]))].reset_index(drop=True)

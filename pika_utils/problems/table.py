@@ -16,7 +16,7 @@ PROBLEM_COLUMNS: tuple[str, ...] = (
     "problem_id", "source", "question", "answer", "difficulty", "difficulty_kind", "split",
 )
 SOURCES: tuple[str, ...] = (
-    "ladder", "products", "math500", "mmath-math500", "mmath-aime2024", "mmath-aime2025", "mmath-cnmo", "gsm8k100",
+    "ladder", "products", "math500", "olympiadbench", "mmath-math500", "mmath-aime2024", "mmath-aime2025", "mmath-cnmo", "gsm8k100",
     "math-lighteval", "gsm8k", "aime-1983-2024", "aime-2025", "e2h-amc",
     "humaneval", "livecodebench", "mbpp",
 )

@@ -12,7 +12,7 @@ import pandas as pd
 from .code import LOADERS as CODE_LOADERS
 from .hub_sources import HUB_DATASETS, load_hub
 from .files import load_file
-from .recorded import load_math500
+from .recorded import load_math500, load_olympiadbench
 from .sources import arithmetic_ladder, load_gsm8k100, load_mmath, products
 from .table import validate_problems
 
@@ -21,6 +21,7 @@ from .table import validate_problems
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "ladder": arithmetic_ladder, "products": products, "mmath": load_mmath, "gsm8k100": load_gsm8k100,
     "math500": load_math500,  # all 500, with the recorded members' outcomes (problems.recorded)
+    "olympiadbench": load_olympiadbench,  # 675 problems, three recorded members (problems.recorded)
     "file": load_file,
     **{f"hub:{n}": (lambda n: lambda **kw: load_hub(n, **kw))(n) for n in HUB_DATASETS},
     **CODE_LOADERS,  # humaneval (offline), hub:livecodebench, hub:mbpp
