@@ -196,6 +196,8 @@ def _route(args: argparse.Namespace) -> int:
         path = found[0]
     router = Router.load(path)
     _fresh_output(args.out)
+    if args.evaluate:
+        return _evaluate(args, router, path)
     table, record = _questions(args)
     routed = router.route(table["question"].astype(str).tolist(), source=args.source, batch_size=args.batch_size)
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
@@ -206,6 +208,26 @@ def _route(args: argparse.Namespace) -> int:
                 "order": router.order, "lam": router.lam, "thresholds": router.thresholds, "versions": store.versions()}
         written = store.write_if_absent(args.out, out, meta)
         print(f"wrote {len(out)} rows to {written}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, router, path: Path) -> int:
+    """``pika route --evaluate LOG``: the router judged on a labelled outcome log (routing.judge)."""
+    from .core import store
+    from .problems.recorded import read_outcome_log
+    from .routing.judge import as_mapping, judge, judge_table_text
+
+    if args.problems or args.question:
+        raise ValueError("--evaluate reads the questions from the outcome log; drop --problems/--question")
+    log, problems = read_outcome_log(args.evaluate)
+    j = judge(router, log, problems, source=args.source, batch_size=args.batch_size, n_boot=args.n_boot, seed=0)
+    print(judge_table_text(j))
+    if args.out:
+        meta = {**as_mapping(j), "router": str(path.resolve()), "router_sha256": store.file_sha256(path),
+                "log": str(Path(args.evaluate).resolve()), "log_sha256": store.file_sha256(Path(args.evaluate)),
+                "versions": store.versions()}
+        written = store.write_if_absent(args.out, j.routed, meta)
+        print(f"wrote {len(j.routed)} rows to {written}")
     return 0
 
 
@@ -268,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     ro.add_argument("--out", help="output Parquet file (never overwritten)")
     ro.add_argument("--source", default="auto", choices=["auto", "hub", "offline"], help="where the members' models load from")
     ro.add_argument("--batch-size", type=int, default=16)
+    ro.add_argument("--evaluate", metavar="OUTCOMES",
+                    help="judge the router on a labelled outcome log (JSONL, CSV, Parquet: member, problem_id or "
+                         "question, correct, response or output_tokens): accuracy and cost against each member, the "
+                         "oracle and random routing, with intervals")
+    ro.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws of --evaluate's intervals")
     ro.set_defaults(func=_route)
 
     args = p.parse_args(argv)

@@ -305,12 +305,21 @@ def _scores(coef: np.ndarray, info: dict, feats: np.ndarray, layers: Sequence[in
     """A saved probe applied to features from ``eoi_features`` (its EOI position p < 0 is column
     n_positions + p: the last n_positions tokens were read)."""
     x = feats[:, list(layers).index(info["layer"]), n_positions + int(info["position"]), :]
-    score = x @ coef
+    score, prob = probe_output(coef, info, x)
     out = pd.DataFrame({"question": list(questions), "score": score})
-    if info["task"] == "classification":
-        a, b = info["platt"] or (1.0, 0.0)  # no Platt fit: the probe's own probability
-        out["prob"] = 1 / (1 + np.exp(-(a * score + b)))
+    if prob is not None:
+        out["prob"] = prob
     return out
+
+
+def probe_output(coef: np.ndarray, info: Mapping, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A saved probe on features ``x`` (n, d) read at its layer and position: its linear score
+    and, for a binary probe, the Platt-calibrated probability (None for a regression)."""
+    score = np.asarray(x, dtype=np.float64) @ coef
+    if info["task"] != "classification":
+        return score, None
+    a, b = info["platt"] or (1.0, 0.0)  # no Platt fit: the probe's own probability
+    return score, 1 / (1 + np.exp(-(a * score + b)))
 
 
 def predict_many(paths: Mapping[str, str | Path], questions: Sequence[str], lms: Mapping | None = None, *,

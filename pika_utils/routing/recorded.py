@@ -137,11 +137,20 @@ def recorded_problem_set(params: Mapping[str, Any]) -> pd.DataFrame:
                                 seed=int(params["seed"]))
 
 
+def recorded_benchmark(params: Mapping[str, Any]) -> str:
+    """The shipped benchmark whose recorded outcomes the shipped members are read from: the
+    recorded source's name where it is one (``olympiadbench``), else MATH-500."""
+    from ..problems.recorded import BENCHMARKS
+
+    keys = [k for k in params["recorded_sources"] if k in BENCHMARKS]
+    return keys[0] if len(keys) == 1 else "math500"
+
+
 def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:
     """Costs, folds and both methods' cross-fitted scores for every member and fold seed, fitted
     once and stored under a key of what determines them."""
     problems = recorded_problem_set(params)
-    members = resolve_members(params["recorded_members"], problems)
+    members = resolve_members(params["recorded_members"], problems, recorded_benchmark(params))
     problems = common_problems(members, problems)  # every member on every problem routed (said when cut)
     reader = params["recorded_reader"]
     lm, acts = pipeline.activations_for(problems, reader, params)
@@ -224,30 +233,3 @@ def _fit(params, problems, members, reader, lm, acts) -> RecordedPool:
                         outcomes, table, pd.concat(scores, ignore_index=True), pd.concat(chosen, ignore_index=True),
                         pre[["problem_id", "prefill_cost"]].reset_index(drop=True), folds_table,
                         chain_ends(members, ids), fit_seconds=time.perf_counter() - t0)
-
-
-def keep_router(pool: RecordedPool, params: Mapping[str, Any], lam: float):
-    """A ``Router`` a user keeps for the recorded members: one reader probe per member fitted on
-    the profile's train split of the recorded problems (the chapter-3 protocol), each member's
-    mean cost, and ``lam``; it reads a new question with the reader and names the member to call."""
-    from ..probes import protocol as P
-    from .reader import reader_probe
-    from .router import Router
-
-    problems = recorded_problem_set(params)
-    lm, acts = pipeline.activations_for(problems, pool.reader, params)
-    suffix, system = params.get("prompt_suffix") or "", params.get("system_prompt")
-    labels = question_labels(problems, lm.tokenizer, suffix, system)
-    kw = dict(alphas=params["alphas"], n_boot=100, seed=int(params["seed"]))  # the chapter shows no test metric of these
-    dirs = {}
-    for m in pool.members:
-        y = pool.outcomes[pool.outcomes["member"] == m].set_index("problem_id")["correct"]
-        lab = labels.assign(maj_correct=y.reindex(labels["problem_id"]).to_numpy(float))
-        rep = reader_probe(acts, lab, "maj_correct", **kw)
-        key = store.stable_hash([rep.best, acts.meta["key"], m, lab["maj_correct"].tolist()])
-        dirs[m] = P.save_trained_probe(
-            store.data_dir() / "probes" / f"reader-{store.path_safe(pool.reader)}-for-recorded-{store.path_safe(m)}-{key}",
-            rep, acts, prompt_suffix=suffix, system_prompt=system, labels=lab,
-            extra={"reader": pool.reader, "target_member": m, "target_model": m, "target_mode": "recorded"})
-    costs = pool.outcomes.groupby("member")["cost"].mean()
-    return Router(dirs, costs.to_dict(), lam=float(lam))

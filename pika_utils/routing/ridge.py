@@ -182,3 +182,21 @@ def _crossfit(gram_for, cells, Y, folds, alphas, n_inner, seed):
             chosen.append({"fold": int(f), "target": t, "cell": pick["cell"], "alpha": pick["alpha"],
                            "inner_auroc": pick["inner_auroc"], "probe": pick["probe"]})
     return (pd.concat(held, ignore_index=True), pd.concat(inner, ignore_index=True), pd.DataFrame(chosen))
+
+
+def ridge_weights(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """The probe ``ridge_predict`` fits on *every* row of ``X`` (standardised on them, intercept
+    unpenalised, relative ``alpha``), as weights on the raw features and an intercept: its score
+    of a new row x is ``x @ coef + intercept``, so it can be saved as a plain weight vector."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    mu, sd = X.mean(0), X.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z = (X - mu) / sd
+    K = Z @ Z.T
+    scale = max(float(np.trace(K)) / len(X), 1e-12)
+    ybar = float(y.mean())
+    c = linalg.cho_solve(linalg.cho_factor(K + alpha * scale * np.eye(len(X)), check_finite=False), y - ybar,
+                         check_finite=False)
+    coef = (Z.T @ c) / sd
+    return coef, ybar - float(mu @ coef)
