@@ -137,6 +137,8 @@ PARAMETERS: dict[str, Param] = {
                               help="shipped member names, or {name, file, size_b | price} for your own outcomes file"),
     "recorded_reader": Param("str", help="the small local model whose activations predict every recorded member"),
     "recorded_folds": Param("int", check=_range(2, 100), help="cross-fitting folds over the recorded problems"),
+    "offdist_sources": Param("dict", check=lambda v: _sources(v) or _offdist(v),
+                             help="a second recorded benchmark the kept Router is judged on, e.g. {olympiadbench: {}}"),
     # the code domain (chapter 10)
     "code_sources": Param("dict", check=lambda v: None if v else "must name at least one code source",
                           help="code problem sources, e.g. {humaneval: {limit: 60}}"),
@@ -204,6 +206,14 @@ def _sources(v: Mapping) -> str | None:
         except (TypeError, ValueError) as e:
             return str(e)
     return None
+
+
+def _offdist(v: Mapping) -> str | None:
+    from ..problems.recorded import BENCHMARKS
+
+    other = sorted(set(BENCHMARKS) - {"math500"})
+    return None if len(v) == 1 and list(v)[0] in other else (
+        f"must name one shipped benchmark other than MATH-500, e.g. {{olympiadbench: {{}}}} (shipped: {other}); got {list(v)}")
 
 
 def _prices(v: Mapping) -> str | None:
