@@ -223,3 +223,18 @@ def test_pika_route_evaluate_end_to_end(kept_router, tmp_path, capsys, monkeypat
     assert len(judged) == 40 and {"member", "correct", "cost_with_routing", "distance"} <= set(judged.columns)
     cli_refused(capsys, ["route", "--router", str(path), "--evaluate", str(file), "--question", "x"],
                 "--evaluate reads the questions")
+
+
+def test_a_log_with_its_own_ids_and_texts_is_read_as_given(kept_router, tmp_path):
+    """An unseen benchmark's log: its own problem ids beside the question texts (the ids match no
+    shipped problem, the texts are what the router reads); an id with two texts is refused."""
+    lm, problems, acts, router, table, path, Y = kept_router
+    log = _log(problems, Y)
+    log["problem_id"] = log["question"].map({q: f"hidden-{i:03d}" for i, q in enumerate(problems["question"])})
+    read, probs = REC.read_outcome_log(_write(tmp_path / "hidden.jsonl", log))
+    assert len(probs) == 40 and probs["problem_id"].str.startswith("hidden-").all()
+    j = judge(router, read, probs, lm=lm, n_boot=20)
+    assert (j.table["n"] == 40).all() and set(j.routed["problem_id"]) == set(probs["problem_id"])
+    log.loc[0, "question"] = "Another text for the same id."
+    refused(lambda: REC.read_outcome_log(_write(tmp_path / "clash.jsonl", log)), "hidden-000", "more than one question",
+            exc=InputError)

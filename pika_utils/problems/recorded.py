@@ -317,7 +317,8 @@ def read_outcome_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Graded outcomes of several members in one file (JSONL, JSON, CSV, Parquet): ``member``,
     ``problem_id`` or ``question``, ``correct``, and ``response`` or ``output_tokens`` (optionally
     ``input_tokens``); ``model``, ``problem`` and ``tokens`` are read as member, question and
-    output_tokens. Questions are matched to the shipped benchmarks' problems where they are one of
+    output_tokens. With both ``problem_id`` and ``question``, the log's own ids and texts; with the
+    questions alone, they are matched to the shipped benchmarks' problems where they are one of
     them (their ids), else get an id of their own; bare problem ids must be shipped ones. Returns
     (outcomes: member, problem_id, correct, ...; problems: problem_id, question)."""
     from .files import read_table
@@ -329,7 +330,15 @@ def read_outcome_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = df.rename(columns={a: c for a, c in LOG_ALIASES.items() if a in df.columns and c not in df.columns})
     shipped = pd.concat([recorded_problems(b)[["problem_id", "question"]] for b in BENCHMARKS], ignore_index=True)
     problems = shipped
-    if "question" in df.columns:  # the log's own questions: shipped ids where they are shipped problems
+    if "question" in df.columns and "problem_id" in df.columns:  # the log's own ids and texts
+        pairs = df[["problem_id", "question"]].astype(str).drop_duplicates()
+        clash = pairs["problem_id"].duplicated(keep=False)
+        if clash.any():
+            ids = sorted(set(pairs.loc[clash, "problem_id"]))
+            raise InputError(f"{path}: column 'problem_id': {len(ids)} id(s) come with more than one question text "
+                             f"(e.g. {ids[:3]}); give each problem one id and one text")
+        problems = pairs.reset_index(drop=True)
+    elif "question" in df.columns:  # the log's own questions: shipped ids where they are shipped problems
         known = {_norm_question(q): pid for q, pid in zip(shipped["question"], shipped["problem_id"])}
         qs = [q for q in dict.fromkeys(df["question"]) if isinstance(q, str) and q.strip()]
         problems = pd.DataFrame({"problem_id": [known.get(_norm_question(q)) or question_id("log", q) for q in qs],

@@ -143,7 +143,8 @@ def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None,
     for name, t in compared.items():
         ci = M.paired_intervals(t, ref.assign(cost_with_routing=ref["cost"]), cost="cost_with_routing",
                                 n_boot=n_boot, seed=seed)
-        rows.append({"router": name, "accuracy": ci["accuracy"],
+        rows.append({"router": name, "accuracy": ci["accuracy"], "accuracy low": ci["accuracy_low"],
+                     "accuracy high": ci["accuracy_high"],
                      "$ per 1,000 problems": float(t["cost_with_routing"].mean()) * 1000,
                      f"accuracy minus {reference}": ci["accuracy_diff"], "low": ci["accuracy_diff_low"],
                      "high": ci["accuracy_diff_high"], "cost saved": ci["cost_reduction"],
@@ -160,8 +161,10 @@ def judge_table_text(j: Judgement) -> str:
     """The judgement as a user reads it in a terminal."""
     t = j.table
     ref = j.reference
-    lines = [f"{len(j.routed)} problems; members {j.router.order}; compared with always {ref} "
-             f"(the most accurate on the router's training benchmark)"]
+    why = ("the most accurate on the router's training benchmark" if j.router.fallback else
+           "the most accurate member of this log, in hindsight: the router records no training accuracies")
+    lines = [f"{len(j.routed)} problems; members {j.router.order}; compared with always {ref} ({why}); intervals "
+             "are 95% paired bootstraps over the problems; $ per 1,000 problems includes the reader's prefill"]
     lines += [f"note: {n}" for n in j.notes]
     if np.isfinite(t.attrs.get("share off distribution", np.nan)):
         lines.append(f"{t.attrs['share off distribution']:.1%} of the questions lie beyond the router's detector "

@@ -185,33 +185,57 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def recalibrated_route(off: OffDistribution, labelled: np.ndarray) -> pd.DataFrame:
-    """The router refitted on the ``labelled`` problems (a boolean mask in the pool's order): each
-    member's Platt scaling on their outcomes (kept where a member has fewer than two of an outcome
-    there), lambda chosen on them by the kept router's rule (the most accurate within the best
-    member's cost, costs and best member from the labelled problems), applied to the others."""
-    ids = off.pool.problems["problem_id"].to_numpy()
-    o = off.pool.outcomes[off.pool.outcomes["member"].isin(off.members)]
-    split = np.where(pd.Series(labelled, index=ids).reindex(o["problem_id"]).to_numpy(), "train", "test")
-    o = o[list(R.OUTCOME_COLUMNS)].assign(split=split)
-    probs = []
+#: The recalibrations compared: Platt scaling per member refitted on the labelled problems with
+#: the kept lambda (and its cost unit), or Platt scaling and lambda both refitted there.
+RECALIBRATIONS = ("Platt", "Platt and lambda")
+
+
+def _recalibrated_probs(off: OffDistribution, labelled: np.ndarray) -> np.ndarray:
+    """(problems, members) success probabilities, each member's Platt scaling refitted on the
+    ``labelled`` problems' outcomes (kept where a member has fewer than two of an outcome there)."""
+    cols = []
     for m in off.members:
         p, y = off.transferred(m, "reader"), outcomes_of(off.pool, m)
         if min(y[labelled].sum(), (1 - y[labelled]).sum()) >= 2:
             p = PlattScaler().fit(_logit(p[labelled]), y[labelled]).transform(_logit(p))
-        probs.append(pd.DataFrame({"member": m, "problem_id": ids, "p": p}))
-    probs = pd.concat(probs, ignore_index=True)
+        cols.append(p)
+    return np.column_stack(cols)
+
+
+def recalibrated_route(off: OffDistribution, labelled: np.ndarray, how: str = "Platt") -> pd.DataFrame:
+    """The router refitted on the ``labelled`` problems (a boolean mask in the pool's order) and
+    applied to the others: ``how`` = 'Platt' refits each member's Platt scaling and keeps the kept
+    router's lambda and cost unit; 'Platt and lambda' also chooses lambda on the labelled problems
+    by the kept router's rule (the most accurate within the best member's cost, costs and best
+    member from the labelled problems). One row per unlabelled problem: member, correct, cost."""
+    if how not in RECALIBRATIONS:
+        raise ValueError(f"how={how!r}; choose one of {RECALIBRATIONS}")
+    ids = off.pool.problems["problem_id"].to_numpy()
+    o = off.pool.outcomes[off.pool.outcomes["member"].isin(off.members)]
+    split = np.where(pd.Series(labelled, index=ids).reindex(o["problem_id"]).to_numpy(), "train", "test")
+    o = o[list(R.OUTCOME_COLUMNS)].assign(split=split)
+    P = _recalibrated_probs(off, labelled)
     prefill = off.pool.prefill("reader")
+    if how == "Platt":  # the kept router's own decision on the recalibrated probabilities
+        choice = R.utility_choice(P, off.router.normalised_costs.to_numpy(), [off.router.lam])[0]
+        picked = pd.Series(np.asarray(off.members, dtype=object)[choice], index=ids)[~labelled]
+        t = pd.DataFrame({"problem_id": picked.index, "member": picked.to_numpy()})
+        t = t.merge(o[["member", "problem_id", "correct", "cost"]], on=["problem_id", "member"], validate="1:1")
+        pre = prefill.cost.set_index("problem_id")["prefill_cost"]  # the reader's prefill, once per problem
+        return t.assign(cost_with_routing=t["cost"] + pre.reindex(t["problem_id"]).to_numpy())
+    probs = pd.concat([pd.DataFrame({"member": m, "problem_id": ids, "p": P[:, j]}) for j, m in enumerate(off.members)],
+                      ignore_index=True)
     sw = R.utility_sweep(probs, o, prefill_cost=prefill, split="train")
     pick = CF.pick_setting(sw, M.single_members(o, split="train"), "most_accurate_within_cost")
     return R.utility(probs, o, float(pick["lam"]), prefill_cost=prefill, split="test")
 
 
 def recalibration_curve(off: OffDistribution, ks: Sequence[int] = RECAL_KS, draws: int = RECAL_DRAWS, *,
-                        n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[int, SeedInterval]]:
-    """For each k, ``draws`` random sets of k labelled problems: the recalibrated router's
-    accuracy and cost on the other problems, and its accuracy minus the plain transferred
-    router's on the same problems, pooled over draws (each draw a 'seed' of ``seeds``)."""
+                        n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[tuple[str, int], SeedInterval]]:
+    """For each k, ``draws`` random sets of k labelled problems (the same sets for every
+    recalibration): each recalibrated router's accuracy and cost on the other problems, and its
+    accuracy minus the plain transferred router's on the same problems, pooled over draws (each
+    draw a 'seed' of ``seeds``). Returns the long table and {(recalibration, k): gap interval}."""
     n = len(off.pool.problems)
     ids = off.pool.problems["problem_id"].to_numpy()
     plain = off.judgement.compared["router, probes only (no detector)"].set_index("problem_id").reindex(ids)
@@ -221,20 +245,27 @@ def recalibration_curve(off: OffDistribution, ks: Sequence[int] = RECAL_KS, draw
     for k in ks:
         if k >= n - 10:
             continue
-        acc, diff = {}, {}
-        for d in range(draws):
+        masks = []
+        for _ in range(draws):
             labelled = np.zeros(n, bool)
             labelled[rng.choice(n, k, replace=False)] = True
-            r = recalibrated_route(off, labelled).set_index("problem_id").reindex(ids)
-            rc = np.where(labelled, np.nan, r["correct"].to_numpy(float))
-            pc = np.where(labelled, np.nan, plain["correct"].to_numpy(float))
-            acc[d] = (lambda rc: lambda i: float(np.nanmean(rc[i])))(rc)
-            diff[d] = (lambda rc, pc: lambda i: float(np.nanmean(rc[i]) - np.nanmean(pc[i])))(rc, pc)
-            rows.append({"k": k, "draw": d, "accuracy": float(np.nanmean(rc)), "plain accuracy": float(np.nanmean(pc)),
-                         "best member accuracy": float(best["correct"].to_numpy(float)[~labelled].mean()),
-                         "$ per 1,000 problems": float(r["cost_with_routing"].to_numpy(float)[~labelled].mean()) * 1000})
-        gaps[k] = pooled_interval(diff, n, n_boot=n_boot, seed=seed)
-        a = pooled_interval(acc, n, n_boot=n_boot, seed=seed)
-        rows.append({"k": k, "draw": "pooled", "accuracy": a.estimate, "low": a.low, "high": a.high,
-                     "minus plain": gaps[k].estimate, "minus plain low": gaps[k].low, "minus plain high": gaps[k].high})
+            masks.append(labelled)
+        for how in RECALIBRATIONS:
+            acc, diff = {}, {}
+            for d, labelled in enumerate(masks):
+                r = recalibrated_route(off, labelled, how).set_index("problem_id").reindex(ids)
+                rc = np.where(labelled, np.nan, r["correct"].to_numpy(float))
+                pc = np.where(labelled, np.nan, plain["correct"].to_numpy(float))
+                acc[d] = (lambda rc: lambda i: float(np.nanmean(rc[i])))(rc)
+                diff[d] = (lambda rc, pc: lambda i: float(np.nanmean(rc[i]) - np.nanmean(pc[i])))(rc, pc)
+                rows.append({"recalibration": how, "k": k, "draw": d, "accuracy": float(np.nanmean(rc)),
+                             "plain accuracy": float(np.nanmean(pc)),
+                             "best member accuracy": float(best["correct"].to_numpy(float)[~labelled].mean()),
+                             "$ per 1,000 problems": float(np.nanmean(np.where(labelled, np.nan, r["cost_with_routing"]
+                                                                                .to_numpy(float)))) * 1000})
+            gaps[(how, k)] = pooled_interval(diff, n, n_boot=n_boot, seed=seed)
+            a = pooled_interval(acc, n, n_boot=n_boot, seed=seed)
+            rows.append({"recalibration": how, "k": k, "draw": "pooled", "accuracy": a.estimate, "low": a.low,
+                         "high": a.high, "minus plain": gaps[(how, k)].estimate, "minus plain low": gaps[(how, k)].low,
+                         "minus plain high": gaps[(how, k)].high})
     return pd.DataFrame(rows), gaps
