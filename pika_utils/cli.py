@@ -199,7 +199,8 @@ def _route(args: argparse.Namespace) -> int:
     if args.evaluate:
         return _evaluate(args, router, path)
     table, record = _questions(args)
-    routed = router.route(table["question"].astype(str).tolist(), source=args.source, batch_size=args.batch_size)
+    routed = router.route(table["question"].astype(str).tolist(), source=args.source, batch_size=args.batch_size,
+                          progress=True)
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(routed.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.out:
@@ -219,8 +220,12 @@ def _evaluate(args: argparse.Namespace, router, path: Path) -> int:
 
     if args.problems or args.question:
         raise ValueError("--evaluate reads the questions from the outcome log; drop --problems/--question")
+    if args.n_boot < 10 or args.batch_size < 1:
+        raise ValueError(f"--n-boot {args.n_boot} / --batch-size {args.batch_size}: give at least 10 bootstrap draws "
+                         "and a batch of at least 1")
     log, problems = read_outcome_log(args.evaluate)
-    j = judge(router, log, problems, source=args.source, batch_size=args.batch_size, n_boot=args.n_boot, seed=0)
+    j = judge(router, log, problems, source=args.source, batch_size=args.batch_size, n_boot=args.n_boot, seed=0,
+              progress=True)
     print(judge_table_text(j))
     if args.out:
         meta = {**as_mapping(j), "router": str(path.resolve()), "router_sha256": store.file_sha256(path),

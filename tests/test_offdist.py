@@ -238,3 +238,40 @@ def test_a_log_with_its_own_ids_and_texts_is_read_as_given(kept_router, tmp_path
     log.loc[0, "question"] = "Another text for the same id."
     refused(lambda: REC.read_outcome_log(_write(tmp_path / "clash.jsonl", log)), "hidden-000", "more than one question",
             exc=InputError)
+
+
+def test_log_rows_the_judge_cannot_trust_are_named(kept_router, tmp_path):
+    """Member names that differ only by spaces are one member (a problem twice is refused); a
+    missing question, or problem ids in the question column, are named."""
+    lm, problems, acts, router, table, path, Y = kept_router
+    log = _log(problems, Y)
+    twice = pd.concat([log, log.iloc[[0]].assign(member=" a ")], ignore_index=True)
+    refused(lambda: REC.read_outcome_log(_write(tmp_path / "twice.jsonl", twice)), "more than once for one member",
+            f"row {len(twice)}", exc=InputError)
+    missing = log.copy()
+    missing.loc[3, "question"] = None
+    refused(lambda: REC.read_outcome_log(_write(tmp_path / "missing.jsonl", missing)), "'question'", "row(s) 4",
+            exc=InputError)
+    ids = pd.DataFrame([{"member": "a", "problem": "math500-001", "correct": 1, "tokens": 3}])
+    refused(lambda: REC.read_outcome_log(_write(tmp_path / "ids.jsonl", ids)), "holds problem ids", "'problem_id'",
+            exc=InputError)
+
+
+def test_a_router_without_training_accuracies_is_compared_with_the_logs_best_and_says_so(kept_router, tmp_path):
+    from pika_utils.routing.judge import judge_table_text
+
+    lm, problems, acts, router, table, path, Y = kept_router
+    plain = Router(router.probe_dirs, router.costs.to_dict(), lam=router.lam, prices=router.prices)
+    log, probs = REC.read_outcome_log(_write(tmp_path / "log.jsonl", _log(problems, Y)))
+    j = judge(plain, log, probs, lm=lm, n_boot=20)
+    assert j.reference == "b" and f"accuracy minus {j.reference}" in j.table.columns
+    assert "in hindsight" in judge_table_text(j) and "always b" in judge_table_text(j)
+
+
+def test_stored_states_of_another_model_are_refused(kept_router):
+    lm, problems, acts, router, table, path, Y = kept_router
+    rows = acts.rows_for(problems["problem_id"].tolist()[:4])
+    other = {**acts.meta, "weights_sha256": "0" * 64}
+    refused(lambda: router.route_features(problems["question"].tolist()[:4],
+                                          lambda layer, pos: acts.layer(layer, pos)[rows], reading=other),
+            "stored states", "weights 000000000000")

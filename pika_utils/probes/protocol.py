@@ -287,16 +287,25 @@ def reading_key(info: Mapping) -> tuple:
 
 
 def eoi_features(lm, questions: Sequence[str], layers: Sequence[int], n_positions: int, *, prompt_suffix: str,
-                 system_prompt: str | None, batch_size: int = 16) -> np.ndarray:
+                 system_prompt: str | None, batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """(questions, layers, n_positions, d_model) EOI activations of new questions: one forward
-    pass per batch, whatever the number of probes that read them."""
+    pass per batch, whatever the number of probes that read them (``progress``: a bar on stderr,
+    for a terminal; chapters keep it off)."""
+    from tqdm.auto import tqdm
+
     from ..activations.eoi import NNsightExtractor
     from ..core.prompts import chat_prompts
 
     ex = NNsightExtractor(lm)
     prompts = chat_prompts(lm.tokenizer, list(questions), prompt_suffix, system_prompt)
-    feats = [ex.extract(prompts[i:i + batch_size], list(layers), n_positions)["eoi"].double().numpy()
-             for i in range(0, len(prompts), batch_size)]
+    starts = range(0, len(prompts), batch_size)
+    bar = tqdm(total=len(prompts), desc=f"reading with {lm.name}", unit="question",
+               disable=not progress or len(prompts) <= batch_size)
+    feats = []
+    for i in starts:
+        feats.append(ex.extract(prompts[i:i + batch_size], list(layers), n_positions)["eoi"].double().numpy())
+        bar.update(len(prompts[i:i + batch_size]))
+    bar.close()
     return np.concatenate(feats)
 
 

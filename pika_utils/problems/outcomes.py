@@ -100,7 +100,8 @@ def check_outcomes(df: pd.DataFrame, problems: pd.DataFrame, *, where: str, csv:
         bad = df[by].isna() | ~df[by].map(lambda v: isinstance(v, str) and bool(v.strip()))
         if bad.any():
             errors.append(f"column {by!r} must name the member (text): {rows(bad)}")
-    dup = (pd.DataFrame({"k": ids, "b": df[by].astype(str)}) if by else pd.DataFrame({"k": ids})).duplicated(keep=False)
+    dup = (pd.DataFrame({"k": ids, "b": df[by].astype(str).str.strip()}) if by else pd.DataFrame({"k": ids})
+           ).duplicated(keep=False)
     dup = dup.to_numpy() & ~np.asarray(unknown, dtype=bool)
     if dup.any():
         errors.append(f"column {key!r}: the same problem appears more than once"

@@ -330,6 +330,17 @@ def read_outcome_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = df.rename(columns={a: c for a, c in LOG_ALIASES.items() if a in df.columns and c not in df.columns})
     shipped = pd.concat([recorded_problems(b)[["problem_id", "question"]] for b in BENCHMARKS], ignore_index=True)
     problems = shipped
+    for col in ("problem_id", "question"):
+        if col in df.columns:
+            blank = df[col].isna() | df[col].map(lambda v: isinstance(v, str) and not v.strip())
+            if blank.any():
+                raise InputError(f"{path}: column {col!r} is missing or empty in row(s) "
+                                 f"{', '.join(str(i + 1) for i in np.flatnonzero(blank.to_numpy())[:5])}")
+    if "question" in df.columns:
+        looks_like_id = df["question"].astype(str).str.fullmatch(r"(" + "|".join(BENCHMARKS) + r")-\d{3}")
+        if looks_like_id.all():
+            raise InputError(f"{path}: the question column holds problem ids (e.g. {df['question'].iloc[0]!r}); name "
+                             "the column 'problem_id' (a 'problem' column is read as the question's text)")
     if "question" in df.columns and "problem_id" in df.columns:  # the log's own ids and texts
         pairs = df[["problem_id", "question"]].astype(str).drop_duplicates()
         clash = pairs["problem_id"].duplicated(keep=False)

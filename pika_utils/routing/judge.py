@@ -41,10 +41,7 @@ class Judgement:
     router: Router
     notes: list[str] = field(default_factory=list)
     compared: dict[str, pd.DataFrame] = field(default_factory=dict)  # per problem: member, correct, cost(s)
-
-    @property
-    def reference(self) -> str:
-        return str(self.router.fallback or self.router.order[0])
+    reference: str = ""  # the member every row is compared with (the router's fallback, else the log's best)
 
 
 def check_members(router: Router, log: pd.DataFrame) -> tuple[Router, list[str]]:
@@ -93,11 +90,12 @@ def _follow(choice: pd.Series, outcomes: pd.DataFrame, routing_cost: pd.Series) 
 
 def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None, routed: pd.DataFrame | None = None,
           source: str = "auto", batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-          minimum: int = MIN_PROBLEMS) -> Judgement:
+          minimum: int = MIN_PROBLEMS, progress: bool = False, price_overrides: Mapping | None = None) -> Judgement:
     """Judge ``router`` on ``log`` (member, problem_id, correct, response and/or output_tokens,
     optionally input_tokens) over ``problems`` (problem_id, question). ``routed``: the router's
-    output on these questions already computed (``Router.route_features``), else it reads them.
-    ``lm``: the reader, loaded by name when not given (its tokenizer counts the tokens)."""
+    output on these questions already computed (``Router.route_features``; with a problem_id
+    column), else it reads them. ``lm``: the reader, loaded by name when not given (its tokenizer
+    counts the tokens). ``price_overrides``: a run's ``prices`` (the reader's prefill price)."""
     from ..models.registry import load_model
     from ..probes.difficulty import question_labels
 
@@ -117,10 +115,16 @@ def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None,
     outcomes, _ = member_outcomes(members, problems, lm.tokenizer)
     if routed is None:
         routed = router.route(problems["question"].tolist(), lms={info["model"]: lm}, source=source,
-                              batch_size=batch_size)
+                              batch_size=batch_size, progress=progress)
+    elif "problem_id" in routed:  # matched by id, whatever the order it was computed in
+        routed = routed.set_index("problem_id").reindex(problems["problem_id"]).reset_index()
+        if routed["member"].isna().any():
+            raise ValueError("routed: it lacks some of the judged problems")
+    elif routed["question"].tolist() != problems["question"].tolist():
+        raise ValueError("routed: its questions are not the judged problems' questions in their order")
     routed = routed.reset_index(drop=True).assign(problem_id=problems["problem_id"].to_numpy())
     tokens = question_labels(problems, lm.tokenizer, info["prompt_suffix"], info.get("system_prompt"))
-    routing_cost = pd.Series([prices.token_cost(info["model"], t, 0) for t in tokens["prompt_tokens"]],
+    routing_cost = pd.Series([prices.token_cost(info["model"], t, 0, price_overrides) for t in tokens["prompt_tokens"]],
                              index=tokens["problem_id"].to_numpy())
     zero = routing_cost * 0.0
     reference = router.fallback or M.single_members(outcomes, split=None).sort_values(
@@ -154,7 +158,7 @@ def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None,
     table.attrs.update({"reference": reference, "share off distribution": share_off})
     per_q = routed.merge(compared["router (as kept)"][["problem_id", "correct", "cost", "cost_with_routing"]],
                          on="problem_id")
-    return Judgement(table, per_q, outcomes, router, notes, compared)
+    return Judgement(table, per_q, outcomes, router, notes, compared, str(reference))
 
 
 def judge_table_text(j: Judgement) -> str:

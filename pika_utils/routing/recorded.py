@@ -143,7 +143,9 @@ def recorded_benchmark(params: Mapping[str, Any]) -> str:
     from ..problems.recorded import BENCHMARKS
 
     keys = [k for k in params["recorded_sources"] if k in BENCHMARKS]
-    return keys[0] if len(keys) == 1 else "math500"
+    if len(keys) > 1:
+        raise ValueError(f"recorded_sources names {keys}: the recorded members are read from one benchmark at a time")
+    return keys[0] if keys else "math500"
 
 
 def build_recorded_pool(params: Mapping[str, Any]) -> RecordedPool:

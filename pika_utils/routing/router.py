@@ -143,8 +143,10 @@ class Router:
         the fallback is the most accurate of the members kept."""
         members = list(members)
         unknown = sorted(set(members) - set(self.order))
-        if unknown or len(members) < 1:
-            raise ValueError(f"restrict: {unknown or members} are not members of this router ({self.order})")
+        if not members:
+            raise ValueError(f"restrict: give at least one of the router's members {self.order}")
+        if unknown:
+            raise ValueError(f"restrict: {unknown} are not members of this router ({self.order})")
         order = [m for m in self.order if m in members]
         thresholds = None
         if self.thresholds is not None:
@@ -163,7 +165,7 @@ class Router:
         return None if self.detector is None else reading_key(self.detector.info)
 
     def route(self, questions: Sequence[str], lms: Mapping | None = None, *, source: str = "auto",
-              batch_size: int = 16, use_detector: bool = True) -> pd.DataFrame:
+              batch_size: int = 16, use_detector: bool = True, progress: bool = False) -> pd.DataFrame:
         """The chosen member per question and every probability behind it (NaN where a cascade
         did not consult a member); with a detector, each question's ``distance``, whether it is
         ``off_distribution`` (then ``member`` is the fallback) and the ``probe_member`` the probes
@@ -206,7 +208,7 @@ class Router:
                 cells.add((self.detector.layer, self.detector.position))
             layers, n_pos = sorted({c[0] for c in cells}), max(-c[1] for c in cells)
             feats = eoi_features(lm, [qs[i] for i in idx], layers, n_pos, prompt_suffix=key[2], system_prompt=key[3],
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, progress=progress)
             return {c: feats[:, layers.index(c[0]), n_pos + c[1], :] for c in cells}
 
         read_all: dict[tuple, dict] = {}
@@ -228,15 +230,21 @@ class Router:
             distance = self.detector.distance(features_of(det_key, None)[(self.detector.layer, self.detector.position)])
         return self._decide(qs, probs_for, distance)
 
-    def route_features(self, questions: Sequence[str], features, *, use_detector: bool = True) -> pd.DataFrame:
+    def route_features(self, questions: Sequence[str], features, *, use_detector: bool = True,
+                       reading: Mapping | None = None) -> pd.DataFrame:
         """``route`` on reader states already read: ``features(layer, position)`` gives the
         (questions, d_model) end-of-instruction states of the probes' model (a stored activation
-        set). Every probe and the detector must read one model with one prompt."""
+        set, whose ``meta`` is ``reading``: its model and weights are checked against the probes').
+        Every probe and the detector must read one model with one prompt."""
         from ..probes.protocol import probe_output, reading_key
 
         keys = {reading_key(self.info[m]) for m in self.order} | ({self._detector_key()} if self.detector else set())
         if len(keys) != 1:
             raise ValueError(f"route_features needs every probe to read one model with one prompt; these read {len(keys)}")
+        key = next(iter(keys))
+        if reading is not None and (reading.get("model"), reading.get("weights_sha256")) != key[:2]:
+            raise ValueError(f"the stored states are of {reading.get('model')} weights "
+                             f"{str(reading.get('weights_sha256'))[:12]}; the router's probes read {key[0]} weights {key[1][:12]}")
         qs = list(questions)
 
         def probs_for(member: str, idx: np.ndarray | None = None) -> np.ndarray:
@@ -267,7 +275,7 @@ class Router:
         out = pd.DataFrame({"question": qs, "member": picked})
         out = out.assign(**{f"p:{x}": P[:, j] for j, x in enumerate(self.order)})
         if distance is not None:
-            off = np.asarray(distance) > self.detector.threshold
+            off = ~(np.asarray(distance) <= self.detector.threshold)  # a distance that is not a number: off too
             out = out.assign(member=np.where(off, self.fallback, picked), probe_member=picked, distance=distance,
                              off_distribution=off)
         return out

@@ -110,13 +110,13 @@ def build_offdist(params: Mapping[str, Any], rec: RecordedPool, router: Router) 
     lm, acts = pipeline.activations_for(problems, rec.reader, params)
     rows = acts.rows_for(ids)
     questions = pool.problems["question"].tolist()
-    routed = kept.route_features(questions, lambda layer, pos: acts.layer(layer, pos)[rows])
+    routed = kept.route_features(questions, lambda layer, pos: acts.layer(layer, pos)[rows], reading=acts.meta)
     routed = routed.assign(problem_id=ids)
     text = transferred_text(rec, questions, params)
     text = text.assign(problem_id=np.asarray(ids)[text["row"].to_numpy()]).drop(columns="row")
     log = pool.outcomes[["member", "problem_id", "correct", "output_tokens", "input_tokens"]]
-    j = judge(kept, log, pool.problems[["problem_id", "question"]], lm=lm, routed=routed.drop(columns="problem_id"),
-              n_boot=int(params["n_boot"]), seed=int(params["seed"]))
+    j = judge(kept, log, pool.problems[["problem_id", "question"]], lm=lm, routed=routed,
+              n_boot=int(params["n_boot"]), seed=int(params["seed"]), price_overrides=params.get("prices"))
     return OffDistribution(b.title, pool, kept, routed, text, j)
 
 
