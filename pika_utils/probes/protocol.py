@@ -287,10 +287,13 @@ def reading_key(info: Mapping) -> tuple:
 
 
 def eoi_features(lm, questions: Sequence[str], layers: Sequence[int], n_positions: int, *, prompt_suffix: str,
-                 system_prompt: str | None, batch_size: int = 16, progress: bool = False) -> np.ndarray:
-    """(questions, layers, n_positions, d_model) EOI activations of new questions: one forward
-    pass per batch, whatever the number of probes that read them (``progress``: a bar on stderr,
-    for a terminal; chapters keep it off)."""
+                 system_prompt: str | None, batch_size: int = 16, progress: bool = False,
+                 by_length: bool = True) -> np.ndarray:
+    """(questions, layers, n_positions, d_model) EOI activations of new questions, in their order:
+    one forward pass per batch, whatever the number of probes that read them. Batches are formed
+    in order of prompt length (``by_length``), so that a batch pads little (left padding, each
+    prompt at the positions it would have alone). ``progress``: a bar on stderr, for a terminal;
+    chapters keep it off."""
     from tqdm.auto import tqdm
 
     from ..activations.eoi import NNsightExtractor
@@ -298,15 +301,19 @@ def eoi_features(lm, questions: Sequence[str], layers: Sequence[int], n_position
 
     ex = NNsightExtractor(lm)
     prompts = chat_prompts(lm.tokenizer, list(questions), prompt_suffix, system_prompt)
-    starts = range(0, len(prompts), batch_size)
+    order = np.argsort([len(p) for p in prompts], kind="stable") if by_length else np.arange(len(prompts))
     bar = tqdm(total=len(prompts), desc=f"reading with {lm.name}", unit="question",
                disable=not progress or len(prompts) <= batch_size)
-    feats = []
-    for i in starts:
-        feats.append(ex.extract(prompts[i:i + batch_size], list(layers), n_positions)["eoi"].double().numpy())
-        bar.update(len(prompts[i:i + batch_size]))
+    out = None
+    for i in range(0, len(prompts), batch_size):
+        idx = order[i:i + batch_size]
+        x = ex.extract([prompts[j] for j in idx], list(layers), n_positions)["eoi"].double().numpy()
+        if out is None:
+            out = np.empty((len(prompts), *x.shape[1:]))
+        out[idx] = x
+        bar.update(len(idx))
     bar.close()
-    return np.concatenate(feats)
+    return out
 
 
 def _scores(coef: np.ndarray, info: dict, feats: np.ndarray, layers: Sequence[int], n_positions: int,
