@@ -275,3 +275,13 @@ def test_stored_states_of_another_model_are_refused(kept_router):
     refused(lambda: router.route_features(problems["question"].tolist()[:4],
                                           lambda layer, pos: acts.layer(layer, pos)[rows], reading=other),
             "stored states", "weights 000000000000")
+
+
+def test_a_log_whose_members_share_too_few_problems_is_refused_with_a_log_hint(kept_router, tmp_path):
+    lm, problems, acts, router, table, path, Y = kept_router
+    log = _log(problems, Y)
+    log = log[(log["member"] != "c") | log["question"].isin(problems["question"][:10])]
+    read, probs = REC.read_outcome_log(_write(tmp_path / "thin.jsonl", log))
+    msg = refused(lambda: judge(router, read, probs, lm=lm, n_boot=20), "only 10 of the 40 problems", "'c'",
+                  "log more problems for every member", exc=InputError)
+    assert "recorded_sources" not in msg

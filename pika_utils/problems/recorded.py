@@ -261,7 +261,7 @@ MIN_COMMON_PROBLEMS = 50
 
 
 def common_problems(members: Sequence[RecordedMember], problems: pd.DataFrame,
-                    minimum: int = MIN_COMMON_PROBLEMS) -> pd.DataFrame:
+                    minimum: int = MIN_COMMON_PROBLEMS, advice: str | None = None) -> pd.DataFrame:
     """The problems every member answered (a logged API model rarely covers a whole benchmark):
     routing compares members on the same problems, so it runs on these. Says how many when some
     are left out, and refuses a cut below ``minimum`` problems, naming the members that cover least
@@ -276,9 +276,10 @@ def common_problems(members: Sequence[RecordedMember], problems: pd.DataFrame,
         raise InputError(f"recorded members: only {int(keep.sum())} of the {len(want)} problems are answered by every "
                          f"member; routing needs at least {minimum}. Fewest: "
                          + "; ".join(f"{name!r} ({src}) answers {n}" for n, name, src in short)
-                         + f". Log more problems, or limit the problem set to those you logged "
-                           f"(recorded_sources: {{math500: {{limit: N}}}} keeps a seeded subset; problem ids look like "
-                           f"{problem_id(7)!r}, as in the shipped problems.jsonl.gz)")
+                         + (f". {advice}" if advice else
+                            f". Log more problems, or limit the problem set to those you logged "
+                            f"(recorded_sources: {{math500: {{limit: N}}}} keeps a seeded subset; problem ids look like "
+                            f"{problem_id(7)!r}, as in the shipped problems.jsonl.gz)"))
     print(f"[recorded] routing on the {int(keep.sum())} of {len(want)} problems that every member answered "
           f"({int((~keep).sum())} left out)", flush=True)
     out = problems[keep.to_numpy()].reset_index(drop=True)

@@ -105,7 +105,8 @@ def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None,
                               price=price[m], source="log") for m in router.order]
     problems = problems.assign(source=problems.get("source", "log"), difficulty=problems.get("difficulty", np.nan),
                                split=problems.get("split", ""))
-    kept = common_problems(members, problems, minimum)
+    kept = common_problems(members, problems, minimum,
+                           advice="Judging compares members on the same problems: log more problems for every member")
     if len(kept) < len(problems):
         notes.append(f"judged on the {len(kept)} of {len(problems)} problems that every member answered")
     problems = kept.sort_values("problem_id").reset_index(drop=True)
