@@ -218,11 +218,10 @@ def shipped_member(name: str, bench: str = SOURCE) -> RecordedMember:
     return RecordedMember(name, out, source=f"packaged:{b.folder.name}/{name}.jsonl.gz", **SHIPPED[name])
 
 
-def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame, bench: str = SOURCE,
-                    minimum: int | None = None) -> list[RecordedMember]:
+def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame, bench: str = SOURCE) -> list[RecordedMember]:
     """A profile's ``recorded_members`` on benchmark ``bench``: shipped names, or mappings {name,
     file, size_b | price, model, mode} naming a user's outcomes file; each checked to cover
-    ``problems`` (at least ``minimum`` problems answered by every member)."""
+    ``problems`` (at least ``MIN_COMMON_PROBLEMS`` answered by every member)."""
     out = []
     # a user's file is matched against every recorded problem, then cut to the chosen ones (as the
     # shipped members are), so a complete file works with a limited problem set
@@ -251,7 +250,7 @@ def resolve_members(spec: Sequence[str | Mapping], problems: pd.DataFrame, bench
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise InputError(f"recorded_members: the names {names} repeat; give each member its own name")
-    common_problems(out, problems, MIN_COMMON_PROBLEMS if minimum is None else minimum)  # refused when too few
+    common_problems(out, problems)  # refused here when too few problems are answered by every member
     return out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import prices
+from ..core.best import best_member
 from ..problems.files import InputError
 from ..problems.recorded import RecordedMember, common_problems
 from . import evaluation as M
@@ -81,7 +82,7 @@ def member_prices(router: Router) -> dict[str, dict[str, float]]:
     return out
 
 
-def _follow(choice: pd.Series, outcomes: pd.DataFrame, routing_cost: pd.Series) -> pd.DataFrame:
+def follow(choice: pd.Series, outcomes: pd.DataFrame, routing_cost: pd.Series) -> pd.DataFrame:
     """Per problem, the chosen member's logged outcome and cost, and that cost with routing paid."""
     key = pd.DataFrame({"problem_id": choice.index, "member": choice.to_numpy()})
     t = key.merge(outcomes[["member", "problem_id", "correct", "cost"]], on=["problem_id", "member"], validate="1:1")
@@ -128,21 +129,20 @@ def judge(router: Router, log: pd.DataFrame, problems: pd.DataFrame, *, lm=None,
     routing_cost = pd.Series([prices.token_cost(info["model"], t, 0, price_overrides) for t in tokens["prompt_tokens"]],
                              index=tokens["problem_id"].to_numpy())
     zero = routing_cost * 0.0
-    reference = router.fallback or M.single_members(outcomes, split=None).sort_values(
-        ["accuracy", "cost"], ascending=[False, True], kind="stable").iloc[0]["member"]
+    reference = router.fallback or best_member(outcomes)["member"]
     ids = routed["problem_id"]
-    compared: dict[str, pd.DataFrame] = {"router (as kept)": _follow(routed.set_index("problem_id")["member"], outcomes,
+    compared: dict[str, pd.DataFrame] = {"router (as kept)": follow(routed.set_index("problem_id")["member"], outcomes,
                                                                       routing_cost)}
     if "probe_member" in routed:
-        compared["router, probes only (no detector)"] = _follow(routed.set_index("problem_id")["probe_member"],
+        compared["router, probes only (no detector)"] = follow(routed.set_index("problem_id")["probe_member"],
                                                                 outcomes, routing_cost)
     for m in router.order:
-        compared[f"always {m}"] = _follow(pd.Series(m, index=ids), outcomes, zero)
+        compared[f"always {m}"] = follow(pd.Series(m, index=ids), outcomes, zero)
     mix = compared["router (as kept)"]["member"].value_counts().to_dict()
     rnd = M.random_routing(outcomes, mix, seed=seed, split=None)
-    compared["random (the router's mix)"] = _follow(rnd.set_index("problem_id")["member"], outcomes, zero)
+    compared["random (the router's mix)"] = follow(rnd.set_index("problem_id")["member"], outcomes, zero)
     orc = M.oracle(outcomes, None)
-    compared["oracle (cheapest correct member)"] = _follow(orc.set_index("problem_id")["member"], outcomes, zero)
+    compared["oracle (cheapest correct member)"] = follow(orc.set_index("problem_id")["member"], outcomes, zero)
     ref = compared[f"always {reference}"]
     rows = []
     for name, t in compared.items():

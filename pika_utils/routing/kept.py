@@ -21,7 +21,6 @@ import pandas as pd
 from ..core import store
 from ..generation import pipeline
 from ..probes.files import save_probe
-from ..probes.linear import PlattScaler
 from . import crossfit as CF
 from . import ridge
 from .detector import fit_detector
@@ -57,13 +56,12 @@ def fit_kept_probes(acts, ids, Y: np.ndarray, members, alphas, seed: int = 0) ->
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        sc = ridge.screen(gram, len(cells), Y, every, alphas, ridge.N_INNER, int(seed))
-        picks = ridge.choose(sc.auc, cells, alphas)
+        picks = ridge.inner_choices(gram, cells, Y, every, alphas, ridge.N_INNER, int(seed))
         out = []
         for t, (member, pick) in enumerate(zip(members, picks)):
             y = Y[:, t]
             row = {"member": member, "n": len(y), "accuracy": float(y.mean())}
-            if min((y == 1).sum(), (y == 0).sum()) < 2 * ridge.N_INNER:
+            if pick["platt"] is None:  # too few of an outcome: its base rate
                 base = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
                 layer, pos = cells[0]
                 out.append({**row, "layer": layer, "position": pos, "alpha": np.nan, "inner_auroc": np.nan,
@@ -71,7 +69,7 @@ def fit_kept_probes(acts, ids, Y: np.ndarray, members, alphas, seed: int = 0) ->
                             "probe": CONSTANT})
                 continue
             coef, b0 = ridge.ridge_weights(x(pick["cell"]), y, pick["alpha"])
-            platt = PlattScaler().fit(sc.oof[pick["cell_index"], pick["alpha_index"], :, t], y)
+            platt = pick["platt"]
             out.append({**row, "layer": pick["cell"][0], "position": pick["cell"][1], "alpha": pick["alpha"],
                         "inner_auroc": pick["inner_auroc"], "coef": coef,
                         "platt": [platt.a_, platt.a_ * b0 + platt.b_], "probe": "ridge, intercept"})

@@ -11,6 +11,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..core.best import fold_best
 from ..core.metrics import auroc
 from . import crossfit as CF
 from . import evaluation as M
@@ -174,19 +175,10 @@ def route_seeds(pool: RecordedPool, names) -> dict[str, dict[int, pd.DataFrame]]
 
 
 def best_by_fold(pool: RecordedPool, seed: int | None = None) -> pd.DataFrame:
-    """Always answering with the best member *of the training folds*: for each fold, the member
-    with the highest accuracy on the other folds (the cheaper on a tie), on that fold's problems.
-    One row per problem: problem_id, member, correct, cost."""
-    folds = pool.folds_of(seed)
-    parts = []
-    for f in sorted(folds.unique()):
-        held = set(folds.index[folds == f])
-        train = pool.outcomes[~pool.outcomes["problem_id"].isin(held)]
-        best = M.single_members(train, split=None).sort_values(["accuracy", "cost"], ascending=[False, True],
-                                                                 kind="stable").iloc[0]["member"]
-        o = pool.outcomes[(pool.outcomes["member"] == best) & pool.outcomes["problem_id"].isin(held)]
-        parts.append(o[["problem_id", "member", "correct", "cost"]])
-    return pd.concat(parts, ignore_index=True).sort_values("problem_id").reset_index(drop=True)
+    """Always answering with the best member *of the training folds* (``core.best.fold_best``):
+    for each fold, the best member on the other folds, on that fold's problems. One row per
+    problem: problem_id, member, correct, cost (and fold_best's other columns)."""
+    return fold_best(pool.outcomes, pool.folds_of(seed))
 
 
 def _aligned(pool: RecordedPool, table: pd.DataFrame, cost: str) -> tuple[np.ndarray, np.ndarray]:

@@ -156,26 +156,40 @@ def crossfit(gram_for: Callable[[np.ndarray], Callable[[int], np.ndarray]], cell
         return _crossfit(gram_for, cells, np.asarray(Y, dtype=float), np.asarray(folds), alphas, n_inner, seed)
 
 
+def inner_choices(gram: Callable[[int], np.ndarray], cells: Sequence, Y: np.ndarray, tr: np.ndarray,
+                  alphas: Sequence[float], n_inner: int = N_INNER, seed: int = 0) -> list[dict]:
+    """Per target (column of ``Y``), what the training rows ``tr`` choose: the cell and alpha of
+    the inner k-fold screen (``screen``, ``choose``), the training rows' out-of-fold scores there
+    (``oof``) and the Platt scaling fitted on them (``platt``). A target with fewer than
+    ``2 * n_inner`` of either outcome in the training rows (almost always right or wrong) gets
+    ``platt`` None: a constant, its training base rate, is its best guess."""
+    sc = screen(gram, len(cells), Y, tr, alphas, n_inner, seed)
+    picks = choose(sc.auc, cells, alphas)
+    for t, pick in enumerate(picks):
+        y = Y[tr, t]
+        if min((y == 1).sum(), (y == 0).sum()) < 2 * n_inner:
+            pick.update(oof=None, platt=None)
+            continue
+        oof = sc.oof[pick["cell_index"], pick["alpha_index"], :, t]
+        pick.update(oof=oof, platt=PlattScaler().fit(oof, y))
+    return picks
+
+
 def _crossfit(gram_for, cells, Y, folds, alphas, n_inner, seed):
     held, inner, chosen = [], [], []
     for f in np.unique(folds):
         tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         gram = gram_for(tr)
-        sc = screen(gram, len(cells), Y, tr, alphas, n_inner, seed)
-        picks = choose(sc.auc, cells, alphas)
-        for t, pick in enumerate(picks):
-            y = Y[:, t]
-            rare = int(min((y[tr] == 1).sum(), (y[tr] == 0).sum()))
-            if rare < 2 * n_inner:  # a member (almost) always right or wrong: a constant is its best guess
-                base = float(y[tr].mean())
+        for t, pick in enumerate(inner_choices(gram, cells, Y, tr, alphas, n_inner, seed)):
+            if pick["platt"] is None:  # a member (almost) always right or wrong: a constant is its best guess
+                base = float(Y[tr, t].mean())
                 s_te, p_te, s_tr, p_tr = (np.full(len(te), base), np.full(len(te), base),
                                           np.full(len(tr), base), np.full(len(tr), base))
                 pick = {"cell": None, "alpha": np.nan, "inner_auroc": np.nan, "probe": "constant (training base rate)"}
             else:
-                s_tr = sc.oof[pick["cell_index"], pick["alpha_index"], :, t]
+                s_tr = pick["oof"]
                 s_te = ridge_predict(gram(pick["cell_index"]), Y[:, [t]], tr, te, [pick["alpha"]])[0, :, 0]
-                platt = PlattScaler().fit(s_tr, y[tr])
-                p_te, p_tr = platt.transform(s_te), platt.transform(s_tr)
+                p_te, p_tr = pick["platt"].transform(s_te), pick["platt"].transform(s_tr)
                 pick = {**pick, "probe": "ridge, intercept"}
             held.append(pd.DataFrame({"row": te, "fold": f, "target": t, "score": s_te, "p": p_te}))
             inner.append(pd.DataFrame({"row": tr, "fold": f, "target": t, "score": s_tr, "p": p_tr}))

@@ -12,6 +12,7 @@ import pandas as pd
 from ..core import prices as pricing
 
 from ..core import store
+from ..core.best import best_of
 from .rules import check_grid, cost_series, normalised_costs, utility_choice
 
 
@@ -22,22 +23,14 @@ def _probe_p(score: np.ndarray, prob: np.ndarray | None) -> np.ndarray:
     return prob if prob is not None else np.clip(score, 0.0, 1.0)
 
 
-def _check_probe_model(path, coef, info, lm) -> None:
-    from ..probes.protocol import _check_probe_model as check
-
-    check(path, coef, info, lm)
-
-
 def _price_pair(member: str, prices_: Mapping) -> tuple[float, float]:
-    """A member's (input, output) $ per million tokens, checked."""
+    """A member's (input, output) $ per million tokens, given as a pair or as {input_per_m,
+    output_per_m}, checked by the price table's own rule (``core.prices.check_price``)."""
     v = prices_.get(member) if isinstance(prices_, Mapping) else None
-    if isinstance(v, Mapping):
-        v = (v.get("input_per_m"), v.get("output_per_m"))
-    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x >= 0 for x in v)
-    if not ok:
-        raise ValueError(f"prices[{member!r}] = {v!r}: give two numbers >= 0, $ per million input and output tokens")
-    return float(v[0]), float(v[1])
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        v = dict(zip(pricing.PRICE_KEYS, v))
+    p = pricing.check_price(v, where=f"prices[{member!r}]")
+    return p["input_per_m"], p["output_per_m"]
 
 
 def _share(member: str, values: Mapping) -> float:
@@ -130,7 +123,8 @@ class Router:
         training benchmark, the cheaper on a tie (None without ``accuracy``)."""
         if self.accuracy is None:
             return None
-        return sorted(self.order, key=lambda m: (-self.accuracy[m], self.costs[m], m))[0]
+        return str(best_of(pd.DataFrame({"member": self.order, "accuracy": [self.accuracy[m] for m in self.order],
+                                         "cost": self.costs[self.order].to_numpy()}))["member"])
 
     @property
     def normalised_costs(self) -> pd.Series:
@@ -172,7 +166,7 @@ class Router:
         chose. Models load by the probes' JSON names unless ``lms`` maps a member (or a model
         name) to a ``LoadedModel``."""
         from ..models.registry import check_weights, load_model
-        from ..probes.protocol import eoi_features, probe_output, reading_key
+        from ..probes.protocol import _check_probe_model, eoi_features, probe_output, reading_key
 
         qs, lms, loaded = list(questions), dict(lms or {}), {}
         if not qs:

@@ -24,7 +24,7 @@ from . import crossfit as CF
 from . import evaluation as M
 from . import ridge
 from . import rules as R
-from .judge import Judgement, judge
+from .judge import Judgement, follow, judge
 from .recorded import RecordedPool, build_recorded_pool, recorded_benchmark
 from .recorded_results import held_scores, outcomes_of
 from .router import Router
@@ -71,14 +71,10 @@ def transferred_text(rec: RecordedPool, questions: Sequence[str], params: Mappin
     """The text-only model of the training benchmark (TF-IDF of the question, ridge with an
     intercept, vocabulary, weights and alpha chosen on every training problem by an inner k-fold)
     scoring new questions."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     train_q = rec.problems["question"].tolist()
     Y = np.column_stack([outcomes_of(rec, m) for m in rec.members])
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train_q)
-    X = vec.transform(train_q + list(questions))
-    G = np.asarray((X @ X.T).toarray(), dtype=np.float64)
     a, b = np.arange(len(train_q)), np.arange(len(train_q), len(train_q) + len(questions))
+    G = CF.tfidf_gram(train_q + list(questions))(a)(0)  # vocabulary and weights of the training questions only
     Yx = np.vstack([Y, np.zeros((len(b), Y.shape[1]))])  # the new rows' labels are never read
     from threadpoolctl import threadpool_limits
 
@@ -219,10 +215,7 @@ def recalibrated_route(off: OffDistribution, labelled: np.ndarray, how: str = "P
     if how == "Platt":  # the kept router's own decision on the recalibrated probabilities
         choice = R.utility_choice(P, off.router.normalised_costs.to_numpy(), [off.router.lam])[0]
         picked = pd.Series(np.asarray(off.members, dtype=object)[choice], index=ids)[~labelled]
-        t = pd.DataFrame({"problem_id": picked.index, "member": picked.to_numpy()})
-        t = t.merge(o[["member", "problem_id", "correct", "cost"]], on=["problem_id", "member"], validate="1:1")
-        pre = prefill.cost.set_index("problem_id")["prefill_cost"]  # the reader's prefill, once per problem
-        return t.assign(cost_with_routing=t["cost"] + pre.reindex(t["problem_id"]).to_numpy())
+        return follow(picked, o, prefill.cost.set_index("problem_id")["prefill_cost"])  # the reader's prefill paid
     probs = pd.concat([pd.DataFrame({"member": m, "problem_id": ids, "p": P[:, j]}) for j, m in enumerate(off.members)],
                       ignore_index=True)
     sw = R.utility_sweep(probs, o, prefill_cost=prefill, split="train")
